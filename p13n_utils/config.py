@@ -1,0 +1,174 @@
+"""Paths, run profiles, device choice, seeds and CPU threading.
+
+Every size a notebook uses lives in :data:`SIZES`, one line per knob with its value in each
+profile, so that switching ``PROFILE`` between ``smoke`` (CI, seconds), ``default`` (the
+tutorial on a 2-core CPU, minutes) and ``full`` (a GPU, every user) changes nothing else.
+
+A notebook starts with::
+
+    PROFILE = None                      # the cell tagged "parameters"; papermill overrides it
+    cfg = config.setup(PROFILE)         # resolves the profile, seeds, threads, device
+    cfg["rec.factors"]                  # any size from the table
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# --------------------------------------------------------------------------- paths
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+DATA_DIR = Path(os.environ.get("P13N_DATA_DIR", REPO_ROOT / "data"))
+BUILD_DIR = Path(os.environ.get("P13N_BUILD_DIR", REPO_ROOT / "build"))
+CACHE_DIR = Path(os.environ.get("P13N_CACHE_DIR", BUILD_DIR / "cache"))
+
+
+def figures_dir() -> Path:
+    """Where notebooks write figures: env ``P13N_FIGURES_DIR`` (tests point it at a temp
+    folder so a smoke run never overwrites the committed figures), else ``figures/``."""
+    path = Path(os.environ.get("P13N_FIGURES_DIR", REPO_ROOT / "figures"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- profiles
+PROFILE_NAMES = ("smoke", "default", "full")
+DEFAULT_PROFILE = "default"
+
+# One line per knob: (smoke, default, full). ``None`` means "all of it".
+# Keep the lines grouped by the notebook that reads them.
+SIZES: dict[str, tuple[Any, Any, Any]] = {
+    # shared
+    "seed": (0, 0, 0),
+    "bootstrap.n_resamples": (200, 2000, 5000),
+    # 00_overview: nothing to size
+    # 01_user_data
+    "data.example_users": (1, 3, 3),
+}
+
+
+def validate_profile(name: str) -> str:
+    """Return ``name`` if it is a known profile, else raise a ValueError listing them."""
+    if name not in PROFILE_NAMES:
+        raise ValueError(
+            f"unknown profile {name!r}; valid profiles: {', '.join(PROFILE_NAMES)} "
+            "(set it with papermill -p PROFILE <name> or the env variable P13N_PROFILE)"
+        )
+    return name
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """The profile to use: the explicit value (papermill parameter), else env
+    ``P13N_PROFILE``, else ``default``."""
+    name = profile or os.environ.get("P13N_PROFILE") or DEFAULT_PROFILE
+    return validate_profile(name)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The sizes of one profile; index it like a dict: ``cfg["rec.factors"]``."""
+
+    name: str
+    sizes: dict[str, Any] = field(repr=False)
+    device: str = "cpu"
+    seed: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.sizes[key]
+        except KeyError:
+            raise KeyError(f"no size {key!r} in the profiles table (p13n_utils.config.SIZES)") from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.sizes.get(key, default)
+
+
+def get_profile(profile: str | None = None) -> Profile:
+    """The sizes of ``profile`` (resolved as in :func:`resolve_profile`)."""
+    name = resolve_profile(profile)
+    column = PROFILE_NAMES.index(name)
+    sizes = {key: values[column] for key, values in SIZES.items()}
+    return Profile(name=name, sizes=sizes, device=get_device(), seed=sizes["seed"])
+
+
+# --------------------------------------------------------------------------- device
+def get_device(override: str | None = None) -> str:
+    """``cuda`` > ``mps`` > ``cpu``; ``override`` or env ``P13N_DEVICE`` forces one."""
+    choice = override or os.environ.get("P13N_DEVICE")
+    if choice:
+        if choice.split(":")[0] not in ("cuda", "mps", "cpu"):
+            raise ValueError(f"unknown device {choice!r}; use cuda, cuda:N, mps or cpu")
+        return choice
+    try:
+        import torch
+    except ImportError:  # the data notebooks run without torch
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+# --------------------------------------------------------------------------- seeds, threads
+def set_seed(seed: int = 0) -> None:
+    """Seed python, numpy and (if installed) torch."""
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    import numpy as np
+
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def limit_threads(n_threads: int | None = None) -> int:
+    """Keep libraries from oversubscribing a small CPU.
+
+    torch gets ``n_threads`` (default: every core) for its own kernels; BLAS (numpy, scipy,
+    implicit) gets one thread, because implicit parallelises over users itself and warns (and
+    slows down) when BLAS threads compete with it. Returns the torch thread count."""
+    n_threads = n_threads or os.cpu_count() or 1
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    try:
+        import torch
+    except ImportError:
+        return n_threads
+    torch.set_num_threads(n_threads)
+    return n_threads
+
+
+def setup(profile: str | None = None) -> Profile:
+    """What every notebook calls first: resolve the profile, seed, limit threads, pick the
+    device, quiet noisy libraries. Returns the :class:`Profile`."""
+    cfg = get_profile(profile)
+    set_seed(cfg.seed)
+    limit_threads()
+    quiet_libraries()
+    return cfg
+
+
+def quiet_libraries() -> None:
+    """Silence the warnings and progress spam that would clutter committed outputs."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*TqdmWarning.*")
+    for name in ("transformers", "sentence_transformers", "peft", "trl", "bm25s", "implicit"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,0 +1,213 @@
+"""The papermill runner: execute the notebook series and collect its results.
+
+    python -m p13n_utils.run [--profile P] [--only NAME ...] [--inplace]
+
+For each notebook (in name order) it injects ``PROFILE``, executes it with papermill (kernel
+``python3``), writes the executed copy to ``build/notebooks/`` and the notebook's rows to
+``build/results/<notebook>.json`` (``notebook, profile, seconds, device, rows``). At the end it
+aggregates every results file into ``figures/results.json`` and ``figures/results.md``. It stops
+at the first failure, naming the notebook and the failing cell. ``--inplace`` (default profile
+only) copies each executed notebook back over ``notebooks/`` so the committed outputs are current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import config
+from .results import COLUMNS, read_rows
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the failing cell."""
+
+
+def available_notebooks(notebooks_dir: Path | None = None) -> list[str]:
+    """Names (without ``.ipynb``) of the notebooks in the series, in execution order."""
+    notebooks_dir = Path(notebooks_dir or config.NOTEBOOKS_DIR)
+    return sorted(p.stem for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_notebooks(only: list[str] | None, notebooks_dir: Path | None = None) -> list[str]:
+    """The notebooks to run: all of them, or those named in ``only`` (a name may omit the
+    ``.ipynb`` suffix or be just its two-digit number). Unknown names raise a ValueError
+    listing the valid ones."""
+    names = available_notebooks(notebooks_dir)
+    if not only:
+        return names
+    chosen = []
+    for raw in only:
+        key = Path(raw).stem
+        match = [n for n in names if n == key or n.split("_")[0] == key]
+        if not match:
+            raise ValueError(f"unknown notebook {raw!r}; valid notebooks: {', '.join(names)}")
+        chosen.extend(m for m in match if m not in chosen)
+    return [n for n in names if n in chosen]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
+                                     encoding="utf-8") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def _clean_for_commit(path: Path) -> None:
+    """Drop papermill's injected-parameters cell and timing metadata, so that the committed
+    notebook keeps ``PROFILE = None`` (env P13N_PROFILE still applies) and diffs stay small."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    _atomic_write_text(path, nbformat.writes(nb) + "\n")
+
+
+def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = False) -> dict:
+    """Execute one notebook and return its results record (also written to
+    ``build_dir/results/<name>.json``). Raises :class:`NotebookFailed` on error."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    source = config.NOTEBOOKS_DIR / f"{name}.ipynb"
+    executed = build_dir / "notebooks" / f"{name}.ipynb"
+    rows_file = build_dir / "results" / f"{name}.jsonl"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    rows_file.unlink(missing_ok=True)
+
+    env_before = dict(os.environ)
+    os.environ.update(P13N_RESULTS=str(rows_file), P13N_PROFILE=profile)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters={"PROFILE": profile},
+                            kernel_name="python3", progress_bar=progress, cwd=str(source.parent))
+    except PapermillExecutionError as err:
+        first_line = (err.source or "").strip().splitlines()[:1]
+        raise NotebookFailed(
+            f"notebook {name} failed in cell {err.cell_index} "
+            f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+            f"  cell starts: {first_line[0] if first_line else ''}\n"
+            f"  executed copy with the traceback: {executed}") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    seconds = time.perf_counter() - start
+
+    record = {
+        "notebook": name,
+        "profile": profile,
+        "seconds": round(seconds, 1),
+        "device": config.get_device(),
+        "rows": read_rows(rows_file) if rows_file.exists() else [],
+    }
+    _atomic_write_text(build_dir / "results" / f"{name}.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def aggregate(build_dir: Path, out_dir: Path) -> dict:
+    """Collect every ``build_dir/results/*.json`` into ``out_dir/results.json`` and a readable
+    ``out_dir/results.md``. Returns the aggregated object."""
+    records = [json.loads(p.read_text()) for p in sorted((build_dir / "results").glob("*.json"))]
+    summary = {
+        "notebooks": [{k: r[k] for k in ("notebook", "profile", "seconds", "device")} for r in records],
+        "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]],
+    }
+    _atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
+    _atomic_write_text(out_dir / "results.md", render_markdown(summary))
+    return summary
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(summary: dict) -> str:
+    """The aggregated results as markdown: run times, then one table per task."""
+    lines = ["# Results", "", "Written by `python -m p13n_utils.run`; 95% bootstrap intervals "
+             "over users in brackets.", "", "| notebook | profile | seconds | device |",
+             "|---|---|---|---|"]
+    lines += [f"| {n['notebook']} | {n['profile']} | {n['seconds']} | {n['device']} |"
+              for n in summary["notebooks"]]
+    tasks = sorted({row["task"] for row in summary["rows"]})
+    level_order = {"global": 0, "persona": 1, "user": 2}
+    for task in tasks:
+        rows = [r for r in summary["rows"] if r["task"] == task]
+        rows.sort(key=lambda r: (r["metric"], level_order[r["level"]], r["method"]))
+        lines += ["", f"## {task}", "", "| metric | level | method | value | 95% CI | n | notebook |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            ci = f"[{_fmt(r['lower'])}, {_fmt(r['upper'])}]" if r["lower"] is not None else ""
+            lines.append(f"| {r['metric']} | {r['level']} | {r['method']} | {_fmt(r['value'])} "
+                         f"| {ci} | {_fmt(r['n'])} | {r['notebook']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(profile: str | None = None, only: list[str] | None = None, inplace: bool = False,
+        build_dir: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
+    """Execute the selected notebooks in order, then aggregate. Returns the summary."""
+    profile = config.resolve_profile(profile)
+    if inplace and profile != config.DEFAULT_PROFILE:
+        raise ValueError(f"--inplace refreshes the committed notebooks, which carry outputs of the "
+                         f"{config.DEFAULT_PROFILE!r} profile; got profile {profile!r}")
+    names = select_notebooks(only)
+    if not names:
+        raise ValueError(f"no notebooks found in {config.NOTEBOOKS_DIR}")
+    build_dir = Path(build_dir or config.BUILD_DIR)
+    out_dir = Path(out_dir or config.figures_dir())
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(names, desc=f"notebooks ({profile})", unit="nb", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        record = execute_notebook(name, profile, build_dir)
+        tqdm.write(f"{name}: {record['seconds']:.1f} s, {len(record['rows'])} result rows")
+        if inplace:
+            executed = build_dir / "notebooks" / f"{name}.ipynb"
+            target = config.NOTEBOOKS_DIR / f"{name}.ipynb"
+            tmp = target.with_suffix(".ipynb.tmp")
+            shutil.copyfile(executed, tmp)
+            _clean_for_commit(tmp)
+            os.replace(tmp, target)
+    return aggregate(build_dir, out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m p13n_utils.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default=None,
+                        help=f"one of {', '.join(config.PROFILE_NAMES)} (default: env P13N_PROFILE or default)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    parser.add_argument("--inplace", action="store_true",
+                        help="refresh the committed notebooks with their executed outputs")
+    parser.add_argument("--build-dir", type=Path, default=None, help="default: build/")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where results.json/.md go (default: figures/)")
+    args = parser.parse_args(argv)
+    try:
+        summary = run(args.profile, args.only, args.inplace, args.build_dir, args.out_dir)
+    except (ValueError, NotebookFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError) else 1
+    print(f"{len(summary['rows'])} result rows from {len(summary['notebooks'])} notebooks "
+          f"-> {Path(args.out_dir or config.figures_dir()) / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

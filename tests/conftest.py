@@ -1,0 +1,10 @@
+"""Test-wide settings: every notebook executed by the tests (the runner test and nbval) runs in
+the smoke profile and writes its figures to a temporary folder, never over figures/."""
+
+import os
+import tempfile
+
+os.environ.setdefault("P13N_PROFILE", "smoke")
+os.environ.setdefault("P13N_FIGURES_DIR", tempfile.mkdtemp(prefix="p13n-test-figures-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,66 @@
+import pytest
+
+from p13n_utils import config
+
+
+def test_profile_resolution_order(monkeypatch):
+    monkeypatch.delenv("P13N_PROFILE", raising=False)
+    assert config.resolve_profile() == "default"
+    monkeypatch.setenv("P13N_PROFILE", "full")
+    assert config.resolve_profile() == "full"
+    assert config.resolve_profile("smoke") == "smoke"  # the papermill parameter wins
+
+
+def test_unknown_profile_lists_valid_ones(monkeypatch):
+    with pytest.raises(ValueError, match="smoke, default, full"):
+        config.resolve_profile("bogus")
+    monkeypatch.setenv("P13N_PROFILE", "tiny")
+    with pytest.raises(ValueError, match="tiny"):
+        config.get_profile()
+
+
+def test_sizes_table_is_complete_and_indexable():
+    for key, values in config.SIZES.items():
+        assert len(values) == len(config.PROFILE_NAMES), key
+    smoke, default = config.get_profile("smoke"), config.get_profile("default")
+    assert smoke["bootstrap.n_resamples"] < default["bootstrap.n_resamples"]
+    with pytest.raises(KeyError, match="no size"):
+        smoke["does.not.exist"]
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv("P13N_DEVICE", "cpu")
+    assert config.get_device() == "cpu"
+    assert config.get_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="unknown device"):
+        config.get_device("tpu")
+    monkeypatch.delenv("P13N_DEVICE")
+    assert config.get_device() in ("cuda", "mps", "cpu")
+
+
+def test_set_seed_makes_numpy_and_torch_repeatable():
+    import numpy as np
+    import torch
+
+    config.set_seed(3)
+    a = np.random.rand(3), torch.rand(3)
+    config.set_seed(3)
+    b = np.random.rand(3), torch.rand(3)
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_limit_threads_caps_blas():
+    from threadpoolctl import threadpool_info
+
+    import torch
+
+    assert config.limit_threads(2) == 2
+    assert torch.get_num_threads() == 2
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
+def test_setup_returns_profile(monkeypatch, tmp_path):
+    monkeypatch.setenv("P13N_FIGURES_DIR", str(tmp_path / "figs"))
+    cfg = config.setup("smoke")
+    assert cfg.name == "smoke" and cfg.device == config.get_device()
+    assert config.figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()

@@ -1,0 +1,47 @@
+"""Execute every notebook of the series in the smoke profile through the runner and check what
+it recorded; check the committed notebooks are clean (outputs of the default profile, no errors,
+a `parameters` cell)."""
+
+import math
+
+import nbformat
+import pytest
+
+from p13n_utils import config, results, run
+
+NOTEBOOKS = run.available_notebooks()
+
+# Rows each notebook must record: (task, level, method, metric).
+EXPECTED = {
+}
+
+
+def test_the_series_starts_with_the_overview():
+    assert NOTEBOOKS and NOTEBOOKS[0] == "00_overview"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean(name):
+    nb = nbformat.read(config.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "PROFILE = None" in params[0].source
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
+    assert all(c.execution_count for c in code), "committed without outputs: run with --inplace"
+    assert not any(o.output_type == "error" for c in code for o in c.outputs)
+    assert nb.cells[0].cell_type == "markdown" and "arxiv.org/abs/2411.00027" in nb.cells[0].source
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_smoke_profile(name, tmp_path):
+    record = run.execute_notebook(name, "smoke", build_dir=tmp_path)
+    assert record["notebook"] == name and record["profile"] == "smoke"
+    for row in record["rows"]:
+        assert results.make_row(**row) == row
+        if row["lower"] is not None:
+            assert row["lower"] <= row["value"] <= row["upper"] or math.isclose(
+                row["lower"], row["upper"])
+    keys = {(r["task"], r["level"], r["method"], r["metric"]) for r in record["rows"]}
+    missing = set(EXPECTED.get(name, ())) - keys
+    assert not missing, f"{name} did not record {sorted(missing)}"

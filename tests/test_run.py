@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from p13n_utils import config, run
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("PROFILE = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    monkeypatch.setattr(config, "NOTEBOOKS_DIR", folder)
+    return folder
+
+
+def test_select_notebooks_by_name_or_number(notebooks):
+    for name in ("00_a", "01_b", "02_c"):
+        _notebook(notebooks / f"{name}.ipynb")
+    (notebooks / "scratch.ipynb").write_text("{}")  # not part of the series
+    assert run.available_notebooks() == ["00_a", "01_b", "02_c"]
+    assert run.select_notebooks(["02_c.ipynb", "00"]) == ["00_a", "02_c"]
+    with pytest.raises(ValueError, match="valid notebooks: 00_a, 01_b, 02_c"):
+        run.select_notebooks(["03_missing"])
+
+
+def test_bogus_profile_exits_nonzero_naming_valid_profiles():
+    proc = subprocess.run([sys.executable, "-m", "p13n_utils.run", "--profile", "bogus"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "smoke, default, full" in proc.stderr
+
+
+def test_inplace_requires_default_profile():
+    with pytest.raises(ValueError, match="--inplace"):
+        run.run(profile="smoke", inplace=True)
+
+
+def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
+    _notebook(notebooks / "01_ok.ipynb",
+              "from p13n_utils import config, results\ncfg = config.setup(PROFILE)",
+              "results.record('toy', 'user', 'm', 'mae', 0.5 if cfg.name == 'default' else 0.7, 0.4, 0.6, n=3)\n"
+              "print(cfg.name)")
+    out = tmp_path / "out"
+    summary = run.run("default", build_dir=tmp_path / "build", out_dir=out, inplace=True,
+                      progress=False)
+    record = json.loads((tmp_path / "build/results/01_ok.json").read_text())
+    assert record["profile"] == "default" and record["seconds"] > 0
+    assert record["rows"] == [dict(task="toy", level="user", method="m", metric="mae", value=0.5,
+                                   lower=0.4, upper=0.6, n=3)]
+    assert summary["rows"][0]["notebook"] == "01_ok"
+    assert json.loads((out / "results.json").read_text()) == summary
+    assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | 01_ok |" in (out / "results.md").read_text()
+    # --inplace: outputs are in the source notebook, without papermill's injected cell
+    nb = nbformat.read(notebooks / "01_ok.ipynb", as_version=4)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert nb.cells[1].source == "PROFILE = None"
+    assert nb.cells[-1].outputs[0]["text"].strip() == "default"
+
+
+def test_runner_names_the_failing_notebook_and_cell(notebooks, tmp_path):
+    _notebook(notebooks / "03_bad.ipynb", "x = 1", "raise RuntimeError('boom')")
+    with pytest.raises(run.NotebookFailed, match=r"03_bad failed in cell .*RuntimeError: boom"):
+        run.run("smoke", build_dir=tmp_path / "build", out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "results.json").exists()
