@@ -48,6 +48,11 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     # 00_overview: nothing to size
     # 01_user_data
     "data.example_users": (1, 3, 3),
+    # the held-out data every later notebook shares: the same in every profile on purpose
+    "data.ml_test_per_user": (5, 5, 5),  # MovieLens: each user's last 5 ratings are test
+    "data.cold_users_frac": (0.2, 0.2, 0.2),  # MovieLens: users held out whole (cold start)
+    "data.pc_test_turns": (1, 1, 1),  # PersonaChat: last turn of each dialogue is test
+    "data.pc_val_turns": (1, 1, 1),  # ... and the turn before it is validation
 }
 
 

@@ -54,10 +54,14 @@ TAXONOMY: tuple[Entry, ...] = (
     _e("usage", "usage", "indirect", "LLM output or embeddings feed a downstream system",
        "00_overview", "Direct and indirect personalization"),
     # user data
-    _e("user data", "user data", "static attributes", "demographics, persona facts", "01_user_data"),
-    _e("user data", "user data", "user-written text", "reviews, tags, dialogue turns", "01_user_data"),
-    _e("user data", "user data", "interaction history", "ratings, clicks, views", "01_user_data"),
-    _e("user data", "user data", "pairwise preferences", "A preferred to B", "01_user_data"),
+    _e("user data", "user data", "static attributes", "demographics, persona facts", "01_user_data",
+       "Static attributes"),
+    _e("user data", "user data", "user-written text", "reviews, tags, dialogue turns", "01_user_data",
+       "User-written text"),
+    _e("user data", "user data", "interaction history", "ratings, clicks, views", "01_user_data",
+       "Interaction history"),
+    _e("user data", "user data", "pairwise preferences", "A preferred to B", "01_user_data",
+       "Pairwise preferences"),
     # granularity
     _e("granularity", "granularity", "global preference", "one model for everyone",
        "02_global_preference"),
