@@ -5,3 +5,10 @@ finetune, alignment, recsys, metrics, plotting, results, run, taxonomy.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# OpenMP threads spin-wait by default; when another process competes for a small CPU's cores
+# that made generation ~10x slower here. Passive waiting costs nothing on an idle machine.
+# Set before torch is first imported (every notebook imports p13n_utils first).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

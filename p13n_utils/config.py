@@ -53,6 +53,46 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "data.cold_users_frac": (0.2, 0.2, 0.2),  # MovieLens: users held out whole (cold start)
     "data.pc_test_turns": (1, 1, 1),  # PersonaChat: last turn of each dialogue is test
     "data.pc_val_turns": (1, 1, 1),  # ... and the turn before it is validation
+    # 02_global_preference: the evaluation sets of the ladder (02-07 share them, p13n_utils.tasks)
+    "tasks.pc_users": (4, None, None),  # PersonaChat users (characters) evaluated; None: all 100
+    "tasks.pc_dialogues_per_user": (1, 2, None),  # held-out dialogues per user; None: all (~10)
+    "tasks.pc_gen_users": (3, 100, None),  # users with a generated reply (rougeL, persona_sim)
+    "tasks.ml_users": (5, 100, None),  # MovieLens users in the rating task; None: all 610
+    "tasks.ml_per_user": (3, 3, 3),  # held-out ratings per user (test; as many for validation)
+    "tasks.topk_k": (10, 10, 10),  # cut-off of the movielens-topk metrics
+    "lm.batch_size": (8, 16, 64),  # prompts per forward pass
+    "lm.max_new_tokens": (24, 24, 32),  # length of a generated PersonaChat reply
+    # 03_persona_level
+    "personas.pc_k_grid": ((1, 2, 4), (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50),
+                           (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50)),  # PersonaChat k tried
+    "personas.min_users": (2, 5, 5),  # smallest persona allowed (users); picks the PersonaChat k
+    "personas.n_facts": (4, 4, 4),  # central facts in a PersonaChat persona description
+    "personas.ml_k_grid": ((1, 2, 4), (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30),
+                           (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30, 40)),  # MovieLens k tried on validation
+    # 04_user_prompting: a nested subset of 02's evaluation sets (same users, fewer items: LM
+    # scoring costs ~270 tokens/s on a 2-core CPU; the full profile uses every item)
+    "p04.pc_users": (3, 40, None),  # PersonaChat users scored here (None: every evaluated user)
+    "p04.pc_dialogues_per_user": (1, 1, None),  # of each user's evaluated dialogues (None: all)
+    "p04.ml_users": (3, 40, None),  # MovieLens users scored here (None: every evaluated user)
+    "p04.ml_ratings_per_user": (1, 1, None),  # of each user's held-out ratings (None: all)
+    "p04.ml_context_ratings": (4, 8, 8),  # most recent ratings in the contextual prompt
+    "p04.summary_tokens": (12, 40, 48),  # max new tokens of an LM-written profile summary
+    "p04.gen_users": (2, 40, None),  # users with generated replies (rougeL, persona_sim)
+    # 05_user_rag: the k sweep costs ~16 prompts per item and split (validation and test)
+    "p05.pc_users": (2, 12, None),  # PersonaChat users in the sweep (one dialogue each)
+    "p05.ml_users": (2, 12, None),  # MovieLens users in the sweep (one held-out rating each)
+    "p05.k_values": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8)),  # retrieved items per prompt
+    # 08_recommendation
+    "rec.n_items": (400, None, None),  # keep the N most-rated movies (None: the whole catalog)
+    "rec.n_users": (60, None, None),  # sample N users (None: every user)
+    "rec.als_factors": ((16,), (8, 16, 32, 64), (8, 16, 32, 64, 128)),  # ALS tuning grid
+    "rec.bpr_factors": ((16,), (16, 32, 64), (16, 32, 64, 128)),  # BPR tuning grid
+    "rec.als_iterations": (3, 15, 15),
+    "rec.bpr_iterations": (10, 100, 200),
+    "rec.persona_k": ((4,), (4, 8, 16), (4, 8, 16, 32)),  # genre-persona counts tried
+    "rec.llm_users": (2, 30, 200),  # test users whose CF candidates the LM reranks / profiles
+    "rec.rerank_candidates": (5, 20, 20),  # top-N of the best CF model the LM reranks
+    "rec.profile_tokens": (16, 32, 60),  # max new tokens of an LM-written user profile
 }
 
 
@@ -174,6 +214,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*TqdmWarning.*")
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
     for name in ("transformers", "sentence_transformers", "peft", "trl", "bm25s", "implicit"):
         logging.getLogger(name).setLevel(logging.ERROR)

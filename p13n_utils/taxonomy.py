@@ -64,9 +64,9 @@ TAXONOMY: tuple[Entry, ...] = (
        "Pairwise preferences"),
     # granularity
     _e("granularity", "granularity", "global preference", "one model for everyone",
-       "02_global_preference"),
+       "02_global_preference", "Global preference"),
     _e("granularity", "granularity", "persona level", "groups of users that share traits",
-       "03_persona_level"),
+       "03_persona_level", "Persona level"),
     _e("granularity", "granularity", "user level", "one user's own data", "04_user_prompting"),
     # techniques: RAG
     _e("technique", "RAG", "sparse retrieval", "BM25 over the user's history", "05_user_rag"),
@@ -76,7 +76,7 @@ TAXONOMY: tuple[Entry, ...] = (
     _e("technique", "prompting", "contextual prompting", "the user's raw data in the prompt",
        "04_user_prompting"),
     _e("technique", "prompting", "persona-based prompting", "a persona description in the prompt",
-       "03_persona_level"),
+       "03_persona_level", "Persona-based prompting"),
     _e("technique", "prompting", "profile-augmented prompting", "an LM-written summary of the user",
        "04_user_prompting"),
     _e("technique", "prompting", "prompt refinement", "choosing or rewriting the prompt per user",

@@ -12,7 +12,23 @@ from p13n_utils import config, results, run
 NOTEBOOKS = run.available_notebooks()
 
 # Rows each notebook must record: (task, level, method, metric).
+def _rows(task, level, methods, metrics):
+    return [(task, level, m, metric) for m in methods for metric in metrics]
+
+
 EXPECTED = {
+    "02_global_preference": [
+        *_rows("personachat", "global", ["no_persona"], ["ppl", "rougeL", "persona_sim"]),
+        *_rows("movielens-rating", "global", ["llm_zero_shot", "item_mean"], ["mae", "rmse"]),
+        *_rows("movielens-rating", "user", ["user_item_bias"], ["mae", "rmse"]),
+        *_rows("movielens-topk", "global", ["popularity"], ["ndcg@10", "recall@10"]),
+    ],
+    "03_persona_level": [
+        *_rows("personachat", "persona", ["persona_prompt"], ["ppl", "rougeL", "persona_sim"]),
+        *_rows("movielens-rating", "persona", ["persona_prompt", "persona_item_mean"],
+               ["mae", "rmse"]),
+        *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
+    ],
 }
 
 

@@ -1,0 +1,580 @@
+"""The two direct tasks of the granularity ladder: evaluation sets, scoring, baselines.
+
+Notebooks 02 (global) to 07 all evaluate on the **same held-out users and items**, built here
+with a fixed seed, and score them the same way; a rung changes only the context it puts in
+the prompt (a function ``context_fn(row) -> list[str] | None``).
+
+PersonaChat (``personachat``: predict the user's own next utterance)
+    * Who is a "user"? The ConvAI2 validation file has 1,000 dialogues but only **100
+      distinct personas**: the same character appears in about ten dialogues, often with
+      rephrased facts. :func:`personachat_user_ids` links dialogues that share at least two
+      (normalised) facts, and the user is that character. Confidence intervals are therefore
+      bootstrapped over these users, and a persona-level prompt must leave out *every* fact
+      of the user, from all of their dialogues (:attr:`PersonaChatEval.user_facts`).
+    * :func:`personachat_eval_set` picks the evaluated users and dialogues (seeded) and holds
+      out each dialogue's last turn (test) and the one before (validation).
+    * :func:`score_personachat` gives the log-likelihood of each gold reply;
+      :func:`per_user_nll` pools it per user and :func:`record_ppl` records
+      ``ppl = exp(mean over users of the user's per-token NLL)`` with a bootstrap interval.
+    * :func:`generate_personachat` writes replies (greedy) for ``rougeL`` and ``persona_sim``.
+
+MovieLens rating (``movielens-rating``, LaMP-3 style)
+    * :func:`movielens_rating_eval_set`: per-user temporal holdout of the last ``n_per_user``
+      ratings (test) and the ``n_per_user`` before them (validation) for a seeded sample of
+      users; everything before a user's test ratings is their history.
+    * :func:`rating_prompts` + :func:`predict_ratings`: the expected rating under the LM's
+      distribution over the labels ``"1"``…``"5"`` (one forward pass, nothing parsed).
+    * Non-LLM references on the same pairs: :func:`item_mean_predictions` (global),
+      :func:`segment_item_mean_predictions` (persona level) and :func:`bias_predictions`
+      (``mu + b_user + b_item``, user level).
+
+LM outputs are memoised on disk (``config.CACHE_DIR / "lm"``), keyed by a fingerprint of the
+model's weights and by the exact prompts, so a notebook that re-scores the global prompts as
+the paired baseline of a later rung does not pay for them twice. ``cache=False`` turns it off.
+
+Cold start and bad input (documented fallbacks)
+    * :func:`context_with_fallback` serves user data if there is any, else the persona, else
+      nothing (global), and returns which level was used.
+    * An unknown user raises ``KeyError`` naming the known ones (:meth:`PersonaChatEval.facts_of`,
+      :meth:`RatingEval.history`); a user unseen in training gets no user bias (``b_user=0``)
+      and an unseen item gets the global mean, as documented in the baselines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import config, prompts
+from .splits import personachat_split, temporal_split
+
+__all__ = [
+    "normalize_fact", "personachat_user_ids", "PersonaChatEval", "personachat_eval_set",
+    "personachat_prompts", "score_personachat", "per_user_nll", "record_ppl",
+    "generate_personachat", "paired_difference", "context_with_fallback",
+    "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
+    "item_mean_predictions", "segment_item_mean_predictions", "bias_predictions", "rating_errors", "model_fingerprint",
+]
+
+ContextFn = Callable[[pd.Series], "Sequence[str] | None"]
+
+
+# =========================================================================== memoisation
+def model_fingerprint(model) -> str:
+    """A short hash of the model's name and weights, so that a fine-tuned copy of the same
+    model never reuses the base model's cached outputs.
+
+    Each parameter tensor contributes its name, shape, and the sum and sum of squares of
+    about 4,096 evenly strided entries (all of a small tensor such as a LoRA matrix): a
+    fraction of a second for a 135M model, and any training step changes it."""
+    import torch
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
+    digest = hashlib.sha256(str(name).encode())
+    if hasattr(model, "peft_config"):
+        # A peft model holds several adapters at once: which one is active (or whether all are
+        # turned off) changes the outputs without changing the parameters.
+        disabled = any(getattr(m, "disable_adapters", False) for m in model.modules())
+        digest.update(f"active={getattr(model, 'active_adapters', None)}:off={disabled}".encode())
+    with torch.no_grad():
+        for key, param in model.named_parameters():
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)].double()
+            digest.update(f"{key}:{tuple(param.shape)}:{sample.sum().item():.12e}:"
+                          f"{sample.square().sum().item():.12e}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
+    """Return ``compute()``, stored as JSON under ``CACHE_DIR/lm/<kind>-<hash>.json``."""
+    if not cache:
+        return compute()
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    path = config.CACHE_DIR / "lm" / f"{kind}-{key}.json"
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(f.name, path)
+    return value
+
+
+# =========================================================================== PersonaChat
+def normalize_fact(fact: str) -> str:
+    """Lower-case, expand "i'm", drop punctuation and extra spaces: ``"I'm tall."`` ->
+    ``"i am tall"`` (used to match the same fact across dialogues)."""
+    text = str(fact).lower().replace("i'm", "i am").replace("'", "")
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text).split())
+
+
+def personachat_user_ids(dialogues: pd.DataFrame, min_shared: int = 2) -> pd.Series:
+    """The user (character) of each dialogue: dialogues that share at least ``min_shared``
+    normalised persona facts belong to the same user (connected components).
+
+    Parameters
+    ----------
+    dialogues : DataFrame
+        From :func:`p13n_utils.data.load_personachat` (columns ``dialogue_id``, ``persona``).
+    min_shared : int, default 2
+        Facts two dialogues must share to be linked. On ConvAI2 ``valid`` this gives exactly
+        the 100 personas of the file (each in 5–18 dialogues).
+
+    Returns
+    -------
+    Series
+        ``user_id`` (int64, numbered 0, 1, … in order of first appearance), indexed like
+        ``dialogues``. A dialogue without facts is a user of its own.
+    """
+    if "persona" not in dialogues:
+        raise KeyError("dialogues needs a 'persona' column; pass data.load_personachat(...)")
+    n = len(dialogues)
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    by_fact: dict[str, list[int]] = {}
+    for i, facts in enumerate(dialogues["persona"]):
+        for fact in {normalize_fact(f) for f in facts}:
+            by_fact.setdefault(fact, []).append(i)
+    shared: dict[tuple[int, int], int] = {}
+    for members in by_fact.values():
+        for a_pos, a in enumerate(members):
+            for b in members[a_pos + 1:]:
+                shared[(a, b)] = shared.get((a, b), 0) + 1
+    for (a, b), count in shared.items():
+        if count >= min_shared:
+            parent[find(a)] = find(b)
+    roots = [find(i) for i in range(n)]
+    numbering: dict[int, int] = {}
+    ids = [numbering.setdefault(root, len(numbering)) for root in roots]
+    return pd.Series(ids, index=dialogues.index, name="user_id", dtype="int64")
+
+
+@dataclass
+class PersonaChatEval:
+    """The PersonaChat evaluation set shared by every rung (see :func:`personachat_eval_set`).
+
+    Attributes
+    ----------
+    dialogues : DataFrame
+        All dialogues with a ``user_id`` column (the loader's columns otherwise).
+    train : DataFrame
+        The user data a method may use: every dialogue, with the held-out (val and test)
+        turns of the evaluated dialogues cut off.
+    val, test : DataFrame
+        One row per held-out turn: ``dialogue_id, user_id, turn, persona, history, partner,
+        reply`` (``reply`` is the target; ``history`` the earlier turns of the dialogue).
+    users : ndarray
+        The evaluated user ids, sorted.
+    user_facts : dict
+        user_id -> the user's distinct persona facts over all their dialogues (first
+        phrasing kept, by :func:`normalize_fact`).
+    """
+
+    dialogues: pd.DataFrame
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    users: np.ndarray
+    user_facts: dict
+
+    def facts_of(self, user_id) -> list[str]:
+        """The user's distinct facts; ``KeyError`` for an unknown user."""
+        if user_id not in self.user_facts:
+            raise KeyError(f"unknown PersonaChat user {user_id!r}; known users are 0..{len(self.user_facts) - 1} "
+                           "(see PersonaChatEval.user_facts); a new user with no facts is a cold-start "
+                           "user: use context_with_fallback([], persona_context)")
+        return list(self.user_facts[user_id])
+
+    def generation_items(self, n_users: int | None = None) -> pd.DataFrame:
+        """The test rows that get a generated reply (``rougeL``, ``persona_sim``): each
+        evaluated user's first test turn, for the first ``n_users`` users (None: all)."""
+        return self.test.drop_duplicates("user_id").head(n_users).reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        return (f"PersonaChatEval({len(self.users)} users, {self.test['dialogue_id'].nunique()} dialogues, "
+                f"{len(self.test)} test turns, {len(self.val)} val turns; "
+                f"{len(self.user_facts)} users in {len(self.dialogues)} dialogues overall)")
+
+
+def _user_facts(dialogues: pd.DataFrame) -> dict:
+    facts: dict = {}
+    for user, persona in zip(dialogues["user_id"], dialogues["persona"]):
+        seen = facts.setdefault(int(user), {})
+        for fact in persona:
+            seen.setdefault(normalize_fact(fact), fact)
+    return {user: list(by_norm.values()) for user, by_norm in facts.items()}
+
+
+def personachat_eval_set(dialogues: pd.DataFrame, n_users: int | None = None, dialogues_per_user: int | None = 2,
+                         n_test_turns: int = 1, n_val_turns: int = 1, seed: int = 0) -> PersonaChatEval:
+    """Choose the held-out users, dialogues and turns (the same at every rung for one seed).
+
+    Parameters
+    ----------
+    dialogues : DataFrame
+        From :func:`p13n_utils.data.load_personachat`.
+    n_users : int, optional
+        Users to evaluate (a seeded sample); None = every user.
+    dialogues_per_user : int or None, default 2
+        Dialogues evaluated per user (a seeded sample of the user's dialogues; fewer if the user
+        has fewer long-enough dialogues); None = all of them.
+    n_test_turns, n_val_turns : int
+        Each evaluated dialogue's last ``n_test_turns`` turns are test targets and the
+        ``n_val_turns`` before them validation targets (see
+        :func:`p13n_utils.splits.personachat_split`).
+    seed : int
+
+    Returns
+    -------
+    PersonaChatEval
+    """
+    if dialogues_per_user is not None and dialogues_per_user < 1:
+        raise ValueError(f"dialogues_per_user must be >= 1, got {dialogues_per_user}")
+    dialogues = dialogues.reset_index(drop=True).copy()
+    dialogues["user_id"] = personachat_user_ids(dialogues)
+    long_enough = dialogues[dialogues["turns"].map(len) > n_test_turns + n_val_turns]
+    candidates = np.sort(long_enough["user_id"].unique())
+    if candidates.size == 0:
+        raise ValueError(f"no dialogue has more than {n_test_turns + n_val_turns} turns to hold out")
+    rng = np.random.default_rng(seed)
+    if n_users is not None:
+        if n_users < 1:
+            raise ValueError(f"n_users must be >= 1 (or None for all), got {n_users}")
+        if n_users > candidates.size:
+            raise ValueError(f"n_users={n_users} but only {candidates.size} users have dialogues long "
+                             "enough; use n_users=None for all of them")
+        candidates = np.sort(rng.choice(candidates, size=n_users, replace=False))
+    chosen = []
+    for user in candidates:
+        ids = long_enough.loc[long_enough["user_id"] == user, "dialogue_id"].to_numpy()
+        size = ids.size if dialogues_per_user is None else min(dialogues_per_user, ids.size)
+        chosen += sorted(rng.choice(ids, size=size, replace=False).tolist())
+    evaluated = dialogues[dialogues["dialogue_id"].isin(chosen)]
+    split = personachat_split(evaluated.drop(columns="user_id"), n_test_turns, n_val_turns)
+    user_of = dialogues.set_index("dialogue_id")["user_id"]
+    val, test = (frame.assign(user_id=frame["dialogue_id"].map(user_of).astype("int64"))
+                 for frame in (split.val, split.test))
+    order = ["dialogue_id", "user_id", "turn", "persona", "history", "partner", "reply"]
+    cut = split.train.set_index("dialogue_id")["turns"]
+    train = dialogues.copy()
+    train["turns"] = [cut.get(d, turns) for d, turns in zip(train["dialogue_id"], train["turns"])]
+    return PersonaChatEval(dialogues, train, val[order], test[order], candidates,
+                           _user_facts(dialogues))
+
+
+def personachat_prompts(tokenizer, items: pd.DataFrame, context_fn: ContextFn | None = None,
+                        header: str = prompts.HEADERS["user"], n_history: int = 2) -> list[str]:
+    """One prompt per row of ``items`` (``val`` or ``test`` of a :class:`PersonaChatEval`).
+
+    ``context_fn(row)`` returns the context lines for that row (a persona description, the
+    user's facts, retrieved turns) or None; without it every prompt is the global one."""
+    out = []
+    for _, row in items.iterrows():
+        context = None if context_fn is None else context_fn(row)
+        out.append(prompts.personachat_prompt(tokenizer, row["partner"], row["history"], context,
+                                              header=header, n_history=n_history))
+    return out
+
+
+def score_personachat(model, tokenizer, items: pd.DataFrame, context_fn: ContextFn | None = None,
+                      header: str = prompts.HEADERS["user"], n_history: int = 2, batch_size: int = 16,
+                      cache: bool = True, progress: bool = False) -> pd.DataFrame:
+    """Log-likelihood of each gold reply given its prompt.
+
+    Returns
+    -------
+    DataFrame
+        One row per item, in order: ``dialogue_id, user_id, turn, logprob_sum, n_tokens,
+        nll_mean, n_prompt_tokens``.
+    """
+    from .generation import score
+
+    texts = personachat_prompts(tokenizer, items, context_fn, header, n_history)
+    targets = [str(r) for r in items["reply"]]
+    payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts, "targets": targets}
+
+    def compute():
+        frame = score(model, tokenizer, texts, targets, batch_size=batch_size, progress=progress)
+        return frame.to_dict(orient="list")
+
+    frame = pd.DataFrame(_memo("score", payload, compute, cache))
+    ids = items[["dialogue_id", "user_id", "turn"]].reset_index(drop=True)
+    return pd.concat([ids, frame], axis=1)
+
+
+def per_user_nll(scores: pd.DataFrame) -> pd.Series:
+    """Per-user mean negative log-likelihood per token (the user's tokens pooled), indexed by
+    ``user_id``; ``exp`` of it is the user's perplexity."""
+    for column in ("user_id", "logprob_sum", "n_tokens"):
+        if column not in scores:
+            raise KeyError(f"scores has no column {column!r}; pass the output of score_personachat")
+    sums = scores.groupby("user_id")[["logprob_sum", "n_tokens"]].sum()
+    return (-sums["logprob_sum"] / sums["n_tokens"]).rename("nll")
+
+
+def record_ppl(task: str, level: str, method: str, per_user: pd.Series, n_resamples: int = 2000,
+               seed: int = 0) -> dict:
+    """Record ``ppl = exp(mean per-user NLL)`` with the bootstrap interval over users
+    (the interval of the mean NLL, exponentiated: the percentile bootstrap commutes with a
+    monotone map)."""
+    from . import results
+
+    mean, lower, upper = results.bootstrap_ci(per_user.to_numpy(), n_resamples=n_resamples, seed=seed)
+    return results.record(task, level, method, "ppl", float(np.exp(mean)), float(np.exp(lower)),
+                          float(np.exp(upper)), n=len(per_user))
+
+
+def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: ContextFn | None = None,
+                         header: str = prompts.HEADERS["user"], n_history: int = 2,
+                         max_new_tokens: int = 24, batch_size: int = 16, seed: int = 0,
+                         cache: bool = True) -> list[str]:
+    """Greedy replies for each row of ``items`` (same prompts as :func:`score_personachat`)."""
+    from .generation import generate
+
+    texts = personachat_prompts(tokenizer, items, context_fn, header, n_history)
+    payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts,
+               "max_new_tokens": max_new_tokens, "seed": seed}
+    return list(_memo("generate", payload,
+                      lambda: generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size, seed=seed, progress=False), cache))
+
+
+def paired_difference(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two methods on the same users: bootstrap the per-user ``a - b``.
+
+    Parameters
+    ----------
+    a, b : Series indexed by user (e.g. :func:`per_user_nll` of two methods).
+
+    Returns
+    -------
+    dict with ``mean`` (of a - b), ``lower``, ``upper`` (95% interval), ``n`` and
+    ``share_a_lower`` (share of users where a < b).
+    """
+    from . import results
+
+    if set(a.index) != set(b.index):
+        raise ValueError("a and b must cover the same users (a paired comparison); "
+                         f"{len(set(a.index) ^ set(b.index))} users differ")
+    diff = (a - b.reindex(a.index)).to_numpy()
+    mean, lower, upper = results.bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
+    return {"mean": mean, "lower": lower, "upper": upper, "n": diff.size,
+            "share_a_lower": float((diff < 0).mean())}
+
+
+def context_with_fallback(user_context: Sequence[str] | None,
+                          persona_context: Sequence[str] | None = None) -> tuple[list[str] | None, str]:
+    """Cold-start fallback: the user's own context if there is any, else the persona's, else
+    none (the global prompt). Returns ``(context, level)`` with level ``user``, ``persona``
+    or ``global`` so the caller can report how many users fell back."""
+    if user_context:
+        return list(user_context), "user"
+    if persona_context:
+        return list(persona_context), "persona"
+    return None, "global"
+
+
+# =========================================================================== MovieLens rating
+@dataclass
+class RatingEval:
+    """The MovieLens rating evaluation set shared by every rung.
+
+    Attributes
+    ----------
+    train : DataFrame
+        Every user's ratings before their test ratings (the history any method may use,
+        including the evaluated users' validation ratings).
+    val, test : DataFrame
+        The evaluated users' held-out ratings (``user_id, item_id, rating, timestamp``):
+        ``test`` is each user's last ``n_per_user`` ratings, ``val`` the ``n_per_user`` before.
+    movies : DataFrame
+        The catalog (``item_id, title, year, genres``).
+    users : ndarray
+        The evaluated user ids, sorted.
+    """
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    movies: pd.DataFrame
+    users: np.ndarray
+
+    def history(self, user_id, before: str = "test") -> pd.DataFrame:
+        """The user's ratings known when predicting their ``before`` ("test" or "val") ratings,
+        oldest first; an empty frame for a user with no history (cold start). ``KeyError``
+        for a user that is not in the data at all."""
+        if before not in ("test", "val"):
+            raise ValueError(f"before must be 'test' or 'val', got {before!r}")
+        mine = self.train[self.train["user_id"] == user_id]
+        if mine.empty and user_id not in set(self.test["user_id"]):
+            raise KeyError(f"unknown MovieLens user {user_id!r}: not in the ratings "
+                           f"(ids {self.train['user_id'].min()}..{self.train['user_id'].max()}); "
+                           "a new user is a cold-start user: fall back to the persona or global prompt")
+        if before == "val":
+            val_keys = set(zip(self.val["user_id"], self.val["item_id"]))
+            mine = mine[[(u, i) not in val_keys for u, i in zip(mine["user_id"], mine["item_id"])]]
+        return mine.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        return (f"RatingEval({len(self.users)} users, {len(self.test)} test and {len(self.val)} val "
+                f"ratings; {len(self.train):,} history ratings)")
+
+
+def movielens_rating_eval_set(ml, n_users: int | None = 100, n_per_user: int = 3, seed: int = 0) -> RatingEval:
+    """Hold out each sampled user's last ``n_per_user`` ratings (test) and the ``n_per_user``
+    before them (validation).
+
+    Parameters
+    ----------
+    ml : :class:`p13n_utils.data.MovieLens`
+    n_users : int or None
+        Users to evaluate (seeded sample among users with enough ratings); None = all.
+    n_per_user : int, default 3
+    seed : int
+
+    Returns
+    -------
+    RatingEval
+    """
+    train, test = temporal_split(ml.ratings, n_test=n_per_user, min_train=n_per_user + 1)
+    inner, val = temporal_split(train, n_test=n_per_user)
+    eligible = np.sort(np.intersect1d(test["user_id"].unique(), val["user_id"].unique()))
+    if n_users is not None:
+        if n_users < 1 or n_users > eligible.size:
+            raise ValueError(f"n_users must be between 1 and {eligible.size} (users with at least "
+                             f"{2 * n_per_user + 1} ratings), got {n_users}; None takes all")
+        eligible = np.sort(np.random.default_rng(seed).choice(eligible, size=n_users, replace=False))
+    keep = lambda frame: frame[frame["user_id"].isin(eligible)].reset_index(drop=True)  # noqa: E731
+    return RatingEval(train.reset_index(drop=True), keep(val), keep(test), ml.movies, eligible)
+
+
+def _movie_texts(movies: pd.DataFrame, item_ids) -> list[str]:
+    info = movies.drop_duplicates("item_id").set_index("item_id")
+    out = []
+    for item in item_ids:
+        if item not in info.index:
+            out.append(f"movie #{item}")
+            continue
+        row = info.loc[item]
+        year = row["year"] if "year" in row and not pd.isna(row["year"]) else None
+        out.append(prompts.movie_text(str(row["title"]), year, row.get("genres")))
+    return out
+
+
+def rating_prompts(tokenizer, pairs: pd.DataFrame, movies: pd.DataFrame, context_fn: ContextFn | None = None,
+                   header: str = prompts.HEADERS["user_ratings"]) -> list[str]:
+    """One rating prompt per (user, item) row of ``pairs`` (``RatingEval.test`` or ``.val``);
+    ``context_fn(row)`` gives the context lines (persona description, past ratings) or None."""
+    texts = _movie_texts(movies, pairs["item_id"].tolist())
+    out = []
+    for text, (_, row) in zip(texts, pairs.iterrows()):
+        context = None if context_fn is None else context_fn(row)
+        out.append(prompts.rating_prompt(tokenizer, text, context, header))
+    return out
+
+
+def predict_ratings(model, tokenizer, prompt_texts: Sequence[str], batch_size: int = 16,
+                    cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Expected rating under the LM's next-token distribution over ``"1"``…``"5"``.
+
+    Returns
+    -------
+    expected : ndarray (n,)
+        ``sum_r r * p(r)``, in [1, 5].
+    probs : ndarray (n, 5)
+        The renormalised label probabilities.
+    """
+    from .generation import next_token_distribution
+
+    prompt_texts = list(prompt_texts)
+    payload = {"model": model_fingerprint(model) if cache else "", "prompts": prompt_texts,
+               "labels": prompts.RATING_CANDIDATES}
+    probs = np.asarray(_memo("labels", payload, lambda: next_token_distribution(
+        model, tokenizer, prompt_texts, prompts.RATING_CANDIDATES, batch_size=batch_size).tolist(), cache),
+        dtype=float).reshape(len(prompt_texts), len(prompts.RATING_CANDIDATES))
+    return probs @ np.arange(1, 6, dtype=float), probs
+
+
+def item_mean_predictions(train: pd.DataFrame, pairs: pd.DataFrame, shrinkage: float = 0.0) -> np.ndarray:
+    """Global baseline: each item's mean training rating (shrunk toward the global mean with
+    ``shrinkage`` pseudo-ratings); an item with no training rating gets the global mean."""
+    if train.empty:
+        raise ValueError("train is empty: no rating to average")
+    mu = float(train["rating"].mean())
+    stats = train.groupby("item_id")["rating"].agg(["sum", "count"])
+    means = (stats["sum"] + shrinkage * mu) / (stats["count"] + shrinkage)
+    return pairs["item_id"].map(means).fillna(mu).to_numpy(dtype=float)
+
+
+def segment_item_mean_predictions(train: pd.DataFrame, pairs: pd.DataFrame, segments: pd.Series,
+                                  shrinkage: float = 5.0) -> np.ndarray:
+    """Persona level, no LLM: the item's mean rating among the users of the pair's persona,
+    shrunk toward the item's overall mean with ``shrinkage`` pseudo-ratings.
+
+    ``segments`` maps user_id -> persona; a user without a persona (missing or ``-1``: cold
+    start) gets the item's overall mean, and an unseen item the global mean."""
+    if train.empty:
+        raise ValueError("train is empty: no rating to average")
+    overall = pd.Series(item_mean_predictions(train, pairs), index=pairs.index)
+    seg_train = train.assign(segment=train["user_id"].map(segments)).dropna(subset=["segment"])
+    stats = seg_train.groupby(["segment", "item_id"])["rating"].agg(["sum", "count"])
+    keys = pd.MultiIndex.from_arrays([pairs["user_id"].map(segments).fillna(-1).to_numpy(),
+                                      pairs["item_id"].to_numpy()])
+    found = stats.reindex(keys)
+    sums, counts = found["sum"].fillna(0).to_numpy(), found["count"].fillna(0).to_numpy()
+    prior = overall.to_numpy()
+    denominator = counts + shrinkage
+    return np.where(denominator > 0, (sums + shrinkage * prior) / np.maximum(denominator, 1e-12), prior)
+
+
+def bias_predictions(train: pd.DataFrame, pairs: pd.DataFrame, reg_user: float = 5.0, reg_item: float = 5.0,
+                     n_iter: int = 10, clip: tuple[float, float] = (0.5, 5.0)) -> np.ndarray:
+    """User level, no LLM: ``mu + b_user + b_item`` (Koren's baseline predictor), fitted by
+    alternating regularised means on ``train``.
+
+    A user (item) without training ratings gets ``b = 0``: the item's (global) baseline.
+    Predictions are clipped to ``clip``.
+    """
+    if train.empty:
+        raise ValueError("train is empty: no rating to fit biases on")
+    mu = float(train["rating"].mean())
+    users, items = train["user_id"].to_numpy(), train["item_id"].to_numpy()
+    residual = train["rating"].to_numpy(dtype=float) - mu
+    b_user = pd.Series(0.0, index=np.unique(users))
+    b_item = pd.Series(0.0, index=np.unique(items))
+    for _ in range(n_iter):
+        r = residual - b_user.reindex(users).to_numpy()
+        grouped = pd.DataFrame({"i": items, "r": r}).groupby("i")["r"]
+        b_item = grouped.sum() / (grouped.count() + reg_item)
+        r = residual - b_item.reindex(items).to_numpy()
+        grouped = pd.DataFrame({"u": users, "r": r}).groupby("u")["r"]
+        b_user = grouped.sum() / (grouped.count() + reg_user)
+    pred = (mu + pairs["user_id"].map(b_user).fillna(0.0).to_numpy()
+            + pairs["item_id"].map(b_item).fillna(0.0).to_numpy())
+    return np.clip(pred, *clip)
+
+
+def rating_errors(pairs: pd.DataFrame, predictions) -> pd.DataFrame:
+    """Per-user ``mae`` and ``rmse`` of ``predictions`` on ``pairs`` (one row per user)."""
+    from .metrics import per_user_errors
+
+    predictions = np.asarray(predictions, dtype=float)
+    if predictions.shape != (len(pairs),):
+        raise ValueError(f"{predictions.shape} predictions for {len(pairs)} pairs")
+    return per_user_errors(pairs["user_id"].to_numpy(), pairs["rating"].to_numpy(), predictions)
