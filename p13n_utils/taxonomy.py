@@ -91,7 +91,8 @@ TAXONOMY: tuple[Entry, ...] = (
     _e("technique", "representation learning", "user embeddings", "soft prompts / user vectors",
        "06_user_finetuning"),
     _e("technique", "representation learning", "embeddings for recommendation",
-       "collaborative filtering and LLM-enhanced recommenders", "08_recommendation"),
+       "collaborative filtering and LLM-enhanced recommenders", "08_recommendation",
+       "LLM-enhanced recommendation"),
     # techniques: RLHF
     _e("technique", "RLHF", "reward models", "Bradley-Terry on preference pairs",
        "07_preference_alignment"),
@@ -104,7 +105,8 @@ TAXONOMY: tuple[Entry, ...] = (
        "agreement with the user's own text or preferences (perplexity, ROUGE, similarity)",
        "09_evaluation"),
     _e("evaluation", "evaluation", "indirect evaluation",
-       "task metrics (NDCG/Recall/MAP@K, MAE/RMSE)", "08_recommendation"),
+       "task metrics (NDCG/Recall/MAP@K, MAE/RMSE)", "08_recommendation",
+       "The ladder on the test split"),
     # open problems
     _e("open problem", "open problems", "benchmarks", "few shared, realistic benchmarks",
        "10_open_problems"),

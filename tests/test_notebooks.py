@@ -29,6 +29,13 @@ EXPECTED = {
                ["mae", "rmse"]),
         *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
     ],
+    "08_recommendation": [
+        *_rows("movielens-topk", "global", ["popularity"], ["ndcg@10", "recall@10", "map@10"]),
+        *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
+        *_rows("movielens-topk", "user", ["als", "bpr", "torch_mf", "content_embed", "hybrid",
+                                          "llm_rerank", "llm_rerank_base", "llm_profile",
+                                          "llm_profile_base"], ["ndcg@10", "recall@10"]),
+    ],
 }
 
 
