@@ -12,3 +12,9 @@ import os as _os
 # that made generation ~10x slower here. Passive waiting costs nothing on an idle machine.
 # Set before torch is first imported (every notebook imports p13n_utils first).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import warnings as _warnings
+
+# tqdm.auto warns once per kernel that ipywidgets is missing and falls back to text bars,
+# which is what we want in papermill runs; keep the warning out of committed outputs.
+_warnings.filterwarnings("ignore", message=".*IProgress not found.*")

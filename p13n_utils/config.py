@@ -214,6 +214,5 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
     for name in ("transformers", "sentence_transformers", "peft", "trl", "bm25s", "implicit"):
         logging.getLogger(name).setLevel(logging.ERROR)
