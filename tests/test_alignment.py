@@ -1,0 +1,224 @@
+"""Preference alignment (p13n_utils.alignment): pairs, Bradley–Terry reward models, the DPO loss
+against trl's DPOTrainer, DPO with LoRA, and adapter merging (Personalized Soups)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_finetune import PAIRS, _characters, logits_of, one_thread, tiny_lm, tiny_tokenizer  # noqa: F401
+
+from p13n_utils import alignment, finetune, prompts, tasks
+
+TRIPLES = [("user : do you like tea ? assistant :", " yes i like tea .", " no ."),
+           ("user : what do you like ? assistant :", " i love cats .", " i hate dogs and cats ."),
+           ("user : are you nice ? assistant :", " yes .", " no i am not nice .")]
+PREFS = pd.DataFrame(TRIPLES, columns=["prompt", "chosen", "rejected"])
+
+
+# --------------------------------------------------------------------------- DPO loss vs trl
+@pytest.mark.filterwarnings("ignore::FutureWarning")   # transformers deprecations trl triggers
+def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(tmp_path):
+    """trl 1.16 computes its DPO loss inside DPOTrainer._compute_loss (no standalone function):
+    build a trainer on a tiny LoRA policy, give both sides trl's own collated batch, compare."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    model, tok = tiny_lm()
+    beta = 0.3
+    args = DPOConfig(output_dir=str(tmp_path), beta=beta, use_cpu=True, bf16=False, gradient_checkpointing=False,
+                     report_to=[], per_device_train_batch_size=3, disable_tqdm=True)
+    # init_lora_weights=False: a random (non-zero) adapter, so policy and reference differ
+    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(PREFS), processing_class=tok,
+                         peft_config=lora)
+    examples = [trainer.train_dataset[i] for i in range(len(PREFS))]
+    batch = trainer.data_collator(examples)
+    trl_loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
+    metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+
+    # the same token ids as our encoding (prompt, then the response and eos)
+    chosen, rejected = alignment.encode_preferences(tok, PREFS)
+    assert [e["input_ids"] for e in chosen] == [x["prompt_ids"] + x["chosen_ids"] for x in examples]
+    assert [e["input_ids"] for e in rejected] == [x["prompt_ids"] + x["rejected_ids"] for x in examples]
+
+    ours_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "position_ids": (batch["attention_mask"].cumsum(1) - 1).clamp(min=0),
+                  "labels": batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)}
+    policy = trainer.model
+    with torch.no_grad():
+        logps, _ = finetune.sequence_logps(policy, ours_batch)
+        with policy.disable_adapter():                    # our reference: the same model, adapter off
+            ref_logps, _ = finetune.sequence_logps(policy, ours_batch)
+    n = len(PREFS)
+    loss, chosen_rewards, rejected_rewards = alignment.dpo_loss(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:],
+                                                                beta)
+    assert abs(trl_loss.item() - math.log(2)) > 1e-3           # a batch where the loss is not trivial
+    assert abs(loss.item() - trl_loss.item()) < 1e-5
+    assert abs(chosen_rewards.mean().item() - metrics["rewards/chosen"]) < 1e-5
+    assert abs(rejected_rewards.mean().item() - metrics["rewards/rejected"]) < 1e-5
+    assert abs(logps[:n].mean().item() - metrics["logps/chosen"]) < 1e-4
+
+
+def test_dpo_loss_is_log2_when_the_policy_is_the_reference_and_falls_with_the_margin():
+    logps = torch.tensor([-3.0, -5.0])
+    loss, chosen, rejected = alignment.dpo_loss(logps, logps + 1, logps, logps + 1, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2)) and chosen.abs().max() == 0 and rejected.abs().max() == 0
+    better, _, _ = alignment.dpo_loss(logps + 1, logps, logps, logps, beta=0.1)   # chosen up: loss down
+    worse, _, _ = alignment.dpo_loss(logps - 1, logps, logps, logps, beta=0.1)
+    assert better.item() < math.log(2) < worse.item()
+
+
+# --------------------------------------------------------------------------- DPO with LoRA
+def test_train_dpo_lora_starts_at_the_reference_and_learns_the_preferences():
+    model, tok = tiny_lm()
+    base_logits = logits_of(model, tok)
+    policy, log = alignment.train_dpo_lora(model, tok, PREFS, beta=0.5, steps=15, lr=3e-2, batch_size=3, r=4,
+                                           adapter_name="dpo_global")
+    assert log.losses[0] == pytest.approx(math.log(2), abs=1e-6)          # B = 0: policy == reference
+    assert np.mean(log.losses[-3:]) < 0.5 * math.log(2)
+    assert log.metrics["accuracy"][-1] == 1.0 and log.metrics["margin"][-1] > 0
+    with finetune.use_adapter(policy, None):                              # the reference never moved
+        torch.testing.assert_close(logits_of(policy, tok), base_logits)
+    margins = alignment.implicit_reward_margin(policy, tok, PREFS, beta=0.5, adapter_name="dpo_global")
+    assert margins.shape == (3,) and (margins > 0).all()
+    # the margin is beta * the difference of log-ratios computed by hand
+    with finetune.use_adapter(policy, None):
+        ref = alignment.preference_logps(policy, tok, PREFS)
+    pol = alignment.preference_logps(policy, tok, PREFS)
+    by_hand = 0.5 * ((pol.chosen_logp - ref.chosen_logp) - (pol.rejected_logp - ref.rejected_logp))
+    np.testing.assert_allclose(margins, by_hand, atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        alignment.train_dpo_lora(policy, tok, PREFS.iloc[:0], steps=1, adapter_name="x")
+    with pytest.raises(finetune.NotEnoughHistoryError):
+        alignment.train_dpo_lora(policy, tok, PREFS, steps=1, adapter_name="x", min_pairs=5, user=3)
+
+
+# --------------------------------------------------------------------------- preference pairs
+def test_personachat_pairs_reject_another_users_reply_at_the_same_turn():
+    tok = tiny_tokenizer()
+    ev = tasks.personachat_eval_set(_characters(n_users=4, dialogues_per_user=2), n_users=4, dialogues_per_user=2)
+    pairs = alignment.personachat_preference_pairs(tok, ev.test, seed=1)
+    again = alignment.personachat_preference_pairs(tok, ev.test, seed=1)
+    pd.testing.assert_frame_equal(pairs, again)
+    assert pairs["chosen"].tolist() == ev.test["reply"].tolist()
+    assert (pairs["rejected_user_id"] != pairs["user_id"]).all()
+    reply_turn = {r: t for r, t in zip(ev.test["reply"], ev.test["turn"])}
+    assert all(reply_turn[r] == t for r, t in zip(pairs["rejected"], pairs["turn"]))        # same turn index
+    assert pairs["prompt"].tolist() == tasks.personachat_prompts(tok, ev.test)
+    conditioned = alignment.personachat_preference_pairs(tok, ev.test, context_fn=lambda r: ev.facts_of(r["user_id"]))
+    assert prompts.HEADERS["user"] in conditioned["prompt"][0]
+    with pytest.raises(ValueError, match="at least two users"):
+        alignment.personachat_preference_pairs(tok, ev.test[ev.test["user_id"] == ev.users[0]])
+
+
+def test_movielens_pairs_liked_against_disliked_movies_of_the_same_user():
+    tok = tiny_tokenizer()
+    movies = pd.DataFrame({"item_id": range(1, 7), "title": [f"Movie {i}" for i in range(1, 7)],
+                           "year": [2000] * 6, "genres": ["Drama"] * 6})
+    ratings = pd.DataFrame({"user_id": [1, 1, 1, 1, 2, 2, 3, 3],
+                            "item_id": [1, 2, 3, 4, 1, 2, 5, 6],
+                            "rating": [5.0, 4.0, 1.0, 3.0, 5.0, 4.5, 2.0, 4.0]})
+    pairs = alignment.movielens_preference_pairs(tok, ratings, movies, n_per_user=5,
+                                                 context_fn=lambda u: [f"user {u} likes drama"])
+    # user 1: {1, 2} x {3}; user 2 has no disliked movie; user 3: {6} x {5}
+    assert sorted(zip(pairs["user_id"], pairs["chosen_item"], pairs["rejected_item"])) == [(1, 1, 3), (1, 2, 3), (3, 6, 5)]
+    assert pairs.loc[0, "chosen"].startswith("Movie ") and "user 1 likes drama" in pairs.loc[0, "prompt"]
+    capped = alignment.movielens_preference_pairs(tok, ratings, movies, n_per_user=1)
+    assert capped.groupby("user_id").size().tolist() == [1, 1]
+    assert prompts.HEADERS["user_ratings"] not in capped.loc[0, "prompt"]            # global prompt
+    with pytest.raises(ValueError, match="no user has both"):
+        alignment.movielens_preference_pairs(tok, ratings[ratings["user_id"] == 2], movies)
+
+
+# --------------------------------------------------------------------------- reward models
+def _preferences(n, d=6, seed=0, conditioned=False):
+    """Synthetic pairs: the reward is w . y (global) or (u * w) . y (depends on the user u)."""
+    rng = np.random.default_rng(seed)
+    w = np.linspace(-1, 1, d) + 0.3
+    y1, y2, u = rng.normal(size=(n, d)), rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    reward = (lambda y: ((u * w) * y).sum(1)) if conditioned else (lambda y: (w * y).sum(1))
+    first_wins = reward(y1) + rng.normal(scale=0.5, size=n) > reward(y2)
+    chosen = np.where(first_wins[:, None], y1, y2)
+    rejected = np.where(first_wins[:, None], y2, y1)
+    return chosen, rejected, u
+
+
+def test_linear_bradley_terry_is_logistic_regression_on_differences():
+    from sklearn.linear_model import LogisticRegression
+
+    chosen, rejected, _ = _preferences(400)
+    l2 = 1e-2
+    head, log = alignment.train_reward_model(chosen, rejected, l2=l2, steps=200)
+    assert log.losses[-1] < log.losses[0]
+    diff = chosen - rejected                  # sklearn: C * sum(logloss) + ||w||^2 / 2 on [d; -d]
+    X, y = np.vstack([diff, -diff]), np.r_[np.ones(len(diff)), np.zeros(len(diff))]
+    reference = LogisticRegression(C=1 / (2 * l2 * len(diff)), fit_intercept=False, tol=1e-10, max_iter=10_000).fit(X, y)
+    np.testing.assert_allclose(head.net.weight.detach().numpy()[0], reference.coef_[0], rtol=1e-3, atol=1e-4)
+    test_c, test_r, _ = _preferences(400, seed=1)
+    assert (alignment.reward_margins(head, test_c, test_r) > 0).mean() > 0.85          # held-out pairs
+
+
+def test_user_conditioned_reward_model_wins_when_users_disagree():
+    chosen, rejected, users = _preferences(800, conditioned=True)
+    test_c, test_r, test_u = _preferences(800, seed=1, conditioned=True)
+    accuracy = {}
+    for name, prompt_train, prompt_test in (("global", None, None), ("user", users, test_u)):
+        head, _ = alignment.train_reward_model(alignment.bt_features(chosen, prompt_train),
+                                               alignment.bt_features(rejected, prompt_train), l2=1e-3)
+        margins = alignment.reward_margins(head, alignment.bt_features(test_c, prompt_test),
+                                           alignment.bt_features(test_r, prompt_test))
+        accuracy[name] = (margins > 0).mean()
+    assert accuracy["user"] > 0.8 and accuracy["global"] < 0.6
+    mlp, _ = alignment.train_reward_model(alignment.bt_features(chosen, users), alignment.bt_features(rejected, users),
+                                          hidden=16, steps=100)
+    margins = alignment.reward_margins(mlp, alignment.bt_features(test_c, test_u), alignment.bt_features(test_r, test_u))
+    assert (margins > 0).mean() > 0.7
+    with pytest.raises(ValueError, match="same shape"):
+        alignment.train_reward_model(chosen, rejected[:10])
+
+
+def test_per_user_accuracy_counts_ties_as_half():
+    acc = alignment.per_user_accuracy([1.0, -1.0, 0.0, 2.0], ["a", "a", "b", "b"])
+    assert acc.to_dict() == {"a": 0.5, "b": 0.75}
+
+
+# --------------------------------------------------------------------------- merging
+def _two_adapters():
+    model, tok = tiny_lm()
+    model, _ = finetune.train_lora(model, tok, PAIRS[:2], r=4, steps=3, lr=3e-2, adapter_name="persona_0")
+    model, _ = finetune.train_lora(model, tok, PAIRS[2:], r=4, steps=3, lr=3e-2, adapter_name="persona_1", seed=1)
+    return model, tok
+
+
+def _delta(model, adapter):
+    layer = model.get_base_model().model.layers[0].self_attn.q_proj
+    return layer.get_delta_weight(adapter).detach()
+
+
+@pytest.mark.parametrize("combination_type", ["cat", "linear"])
+def test_merging_with_weights_one_zero_reproduces_the_first_adapter(combination_type):
+    model, tok = _two_adapters()
+    with finetune.use_adapter(model, "persona_0"):
+        first = logits_of(model, tok)
+    alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0, 0.0], "soup", combination_type)
+    assert model.active_adapter == "soup"
+    torch.testing.assert_close(logits_of(model, tok), first, atol=1e-5, rtol=1e-5)
+
+
+def test_cat_merging_is_the_exact_weighted_sum_and_linear_is_not():
+    model, tok = _two_adapters()
+    expected = 0.3 * _delta(model, "persona_0") + 0.7 * _delta(model, "persona_1")
+    alignment.merge_adapters(model, ["persona_0", "persona_1"], [0.3, 0.7], "soup")
+    torch.testing.assert_close(_delta(model, "soup"), expected, atol=1e-6, rtol=1e-5)
+    alignment.merge_adapters(model, ["persona_0", "persona_1"], [0.3, 0.7], "soup_linear", "linear")
+    assert not torch.allclose(_delta(model, "soup_linear"), expected, atol=1e-4)
+    # the same name again replaces the soup (a sweep over weights)
+    alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0, 0.0], "soup")
+    torch.testing.assert_close(_delta(model, "soup"), _delta(model, "persona_0"), atol=1e-6, rtol=1e-5)
+    with pytest.raises(KeyError, match="persona_7"):
+        alignment.merge_adapters(model, ["persona_0", "persona_7"], [0.5, 0.5], "x")
+    with pytest.raises(ValueError, match="one weight per adapter"):
+        alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0], "x")
