@@ -1,5 +1,6 @@
-"""Test-wide settings: every notebook executed by the tests (the runner test and nbval) runs in
-the smoke profile and writes its figures to a temporary folder, never over figures/."""
+"""Test-wide settings (a root conftest, so they cover tests/ and the nbval run over notebooks/):
+every notebook the tests execute runs in the smoke profile and writes its figures to a temporary
+folder, never over figures/."""
 
 import os
 import tempfile
