@@ -70,17 +70,17 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "personas.ml_k_grid": ((1, 2, 4), (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30),
                            (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30, 40)),  # MovieLens k tried on validation
     # 04_user_prompting: a nested subset of 02's evaluation sets (same users, fewer items: LM
-    # scoring costs ~270 tokens/s on a 2-core CPU; the full profile uses every item)
-    "p04.pc_users": (3, 40, None),  # PersonaChat users scored here (None: every evaluated user)
+    # scoring reads ~300-600 prompt tokens/s on a 2-core CPU; the full profile uses every item)
+    "p04.pc_users": (3, None, None),  # PersonaChat users scored here (None: every evaluated user)
     "p04.pc_dialogues_per_user": (1, 1, None),  # of each user's evaluated dialogues (None: all)
-    "p04.ml_users": (3, 40, None),  # MovieLens users scored here (None: every evaluated user)
+    "p04.ml_users": (3, 50, None),  # MovieLens users scored here (None: every evaluated user)
     "p04.ml_ratings_per_user": (1, 1, None),  # of each user's held-out ratings (None: all)
     "p04.ml_context_ratings": (4, 8, 8),  # most recent ratings in the contextual prompt
     "p04.summary_tokens": (12, 40, 48),  # max new tokens of an LM-written profile summary
-    "p04.gen_users": (2, 40, None),  # users with generated replies (rougeL, persona_sim)
+    "p04.gen_users": (2, 50, None),  # users with generated replies (rougeL, persona_sim)
     # 05_user_rag: the k sweep costs ~16 prompts per item and split (validation and test)
-    "p05.pc_users": (2, 12, None),  # PersonaChat users in the sweep (one dialogue each)
-    "p05.ml_users": (2, 12, None),  # MovieLens users in the sweep (one held-out rating each)
+    "p05.pc_users": (2, 24, None),  # PersonaChat users in the sweep (one dialogue each)
+    "p05.ml_users": (2, 16, None),  # MovieLens users in the sweep (one held-out rating each)
     "p05.k_values": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8)),  # retrieved items per prompt
     # 08_recommendation
     "rec.n_items": (400, None, None),  # keep the N most-rated movies (None: the whole catalog)

@@ -25,6 +25,7 @@ def savefig(fig, name: str) -> Path:
     path = config.figures_dir() / (name if name.endswith(".png") else f"{name}.png")
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as f:
         fig.savefig(f, bbox_inches="tight", format="png")
+    os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
     os.replace(f.name, path)
     return path
 

@@ -57,6 +57,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
                                      encoding="utf-8") as f:
         f.write(text)
+    os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
     os.replace(f.name, path)
 
 
