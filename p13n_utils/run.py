@@ -81,6 +81,7 @@ def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = 
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    build_dir = Path(build_dir).resolve()
     source = config.NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = build_dir / "notebooks" / f"{name}.ipynb"
     rows_file = build_dir / "results" / f"{name}.jsonl"
@@ -141,7 +142,9 @@ def _fmt(value) -> str:
 def render_markdown(summary: dict) -> str:
     """The aggregated results as markdown: run times, then one table per task."""
     lines = ["# Results", "", "Written by `python -m p13n_utils.run`; 95% bootstrap intervals "
-             "over users in brackets.", "", "| notebook | profile | seconds | device |",
+             "over users in brackets. `seconds` is the wall time of the notebook's last run: LM "
+             "outputs are memoised under build/cache, so a rerun is much faster than a first run "
+             "(first-run times are quoted in each notebook).", "", "| notebook | profile | seconds | device |",
              "|---|---|---|---|"]
     lines += [f"| {n['notebook']} | {n['profile']} | {n['seconds']} | {n['device']} |"
               for n in summary["notebooks"]]
@@ -169,8 +172,9 @@ def run(profile: str | None = None, only: list[str] | None = None, inplace: bool
     names = select_notebooks(only)
     if not names:
         raise ValueError(f"no notebooks found in {config.NOTEBOOKS_DIR}")
-    build_dir = Path(build_dir or config.BUILD_DIR)
-    out_dir = Path(out_dir or config.figures_dir())
+    # absolute: the kernels run in notebooks/, where a relative path would point elsewhere
+    build_dir = Path(build_dir or config.BUILD_DIR).resolve()
+    out_dir = Path(out_dir or config.figures_dir()).resolve()
 
     from tqdm.auto import tqdm
 

@@ -12,6 +12,10 @@ from p13n_utils import config, results, run
 NOTEBOOKS = run.available_notebooks()
 
 # Rows each notebook must record: (task, level, method, metric).
+RETRIEVERS = ("bm25", "dense", "recency", "random")
+K_SWEEP = (0, 1)  # the smoke profile sweeps k in {0, 1}; default and full add 2, 4, 8
+
+
 def _rows(task, level, methods, metrics):
     return [(task, level, m, metric) for m in methods for metric in metrics]
 
@@ -28,6 +32,20 @@ EXPECTED = {
         *_rows("movielens-rating", "persona", ["persona_prompt", "persona_item_mean"],
                ["mae", "rmse"]),
         *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
+    ],
+    "04_user_prompting": [
+        *_rows("personachat", "user", ["contextual", "profile_augmented", "refined_prompt",
+                                       "shuffled_user"], ["ppl", "rougeL", "persona_sim"]),
+        *_rows("movielens-rating", "user", ["contextual", "profile_augmented", "refined_prompt",
+                                            "shuffled_user"], ["mae", "rmse"]),
+    ],
+    "05_user_rag": [
+        *_rows("personachat", "user", [f"rag_{r}" for r in RETRIEVERS], ["ppl", "rougeL"]),
+        *_rows("personachat", "user", [f"rag_{r}_k{k}" for r in RETRIEVERS for k in K_SWEEP],
+               ["ppl"]),
+        *_rows("movielens-rating", "user", [f"rag_{r}" for r in RETRIEVERS], ["mae", "rmse"]),
+        *_rows("movielens-rating", "user", [f"rag_{r}_k{k}" for r in RETRIEVERS for k in K_SWEEP],
+               ["mae"]),
     ],
     "08_recommendation": [
         *_rows("movielens-topk", "global", ["popularity"], ["ndcg@10", "recall@10", "map@10"]),
