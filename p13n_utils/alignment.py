@@ -151,7 +151,7 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
         ``prompt, chosen, rejected, user_id, chosen_item, rejected_item`` (responses are
         :func:`p13n_utils.prompts.movie_text` descriptions).
     """
-    from .user_context import movie_descriptions
+    from .tasks import movie_descriptions
 
     if not liked > disliked:
         raise ValueError(f"liked ({liked}) must be above disliked ({disliked})")

@@ -62,6 +62,7 @@ __all__ = [
     "generate_personachat", "paired_difference", "context_with_fallback",
     "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
     "item_mean_predictions", "segment_item_mean_predictions", "bias_predictions", "rating_errors", "model_fingerprint",
+    "movie_descriptions",
 ]
 
 ContextFn = Callable[[pd.Series], "Sequence[str] | None"]
@@ -464,7 +465,9 @@ def movielens_rating_eval_set(ml, n_users: int | None = 100, n_per_user: int = 3
     return RatingEval(train.reset_index(drop=True), keep(val), keep(test), ml.movies, eligible)
 
 
-def _movie_texts(movies: pd.DataFrame, item_ids) -> list[str]:
+def movie_descriptions(movies: pd.DataFrame, item_ids: Sequence, genres: bool = True) -> list[str]:
+    """``prompts.movie_text`` of each item: ``"Heat (1995; Action, Crime)"`` (``genres=False``:
+    ``"Heat (1995)"``, shorter, for context lines); an unknown item is ``"movie #<id>"``."""
     info = movies.drop_duplicates("item_id").set_index("item_id")
     out = []
     for item in item_ids:
@@ -473,7 +476,7 @@ def _movie_texts(movies: pd.DataFrame, item_ids) -> list[str]:
             continue
         row = info.loc[item]
         year = row["year"] if "year" in row and not pd.isna(row["year"]) else None
-        out.append(prompts.movie_text(str(row["title"]), year, row.get("genres")))
+        out.append(prompts.movie_text(str(row["title"]), year, row.get("genres") if genres else None))
     return out
 
 
@@ -481,7 +484,7 @@ def rating_prompts(tokenizer, pairs: pd.DataFrame, movies: pd.DataFrame, context
                    header: str = prompts.HEADERS["user_ratings"]) -> list[str]:
     """One rating prompt per (user, item) row of ``pairs`` (``RatingEval.test`` or ``.val``);
     ``context_fn(row)`` gives the context lines (persona description, past ratings) or None."""
-    texts = _movie_texts(movies, pairs["item_id"].tolist())
+    texts = movie_descriptions(movies, pairs["item_id"].tolist())
     out = []
     for text, (_, row) in zip(texts, pairs.iterrows()):
         context = None if context_fn is None else context_fn(row)

@@ -42,6 +42,7 @@ import pandas as pd
 from . import config, prompts
 from .generation import chat_prompt
 from .retrieval import select_per_user  # re-exported: the selection step of prompt refinement
+from .tasks import movie_descriptions  # re-exported: user-context lines and corpora use it
 
 __all__ = [
     "SUMMARY_HEADER", "SUMMARY_SYSTEM", "PC_SUMMARY_PREFIX", "ML_SUMMARY_PREFIX",
@@ -143,21 +144,6 @@ def derangement(users: Sequence, seed: int = 0) -> dict:
     order = [users[i] for i in rng.permutation(len(users))]
     shift = int(rng.integers(1, len(users)))
     return {order[i]: order[(i + shift) % len(users)] for i in range(len(users))}
-
-
-def movie_descriptions(movies: pd.DataFrame, item_ids: Sequence, genres: bool = True) -> list[str]:
-    """``prompts.movie_text`` of each item: ``"Heat (1995; Action, Crime)"`` (``genres=False``:
-    ``"Heat (1995)"``, shorter, for context lines); an unknown item is ``"movie #<id>"``."""
-    info = movies.drop_duplicates("item_id").set_index("item_id")
-    out = []
-    for item in item_ids:
-        if item not in info.index:
-            out.append(f"movie #{item}")
-            continue
-        row = info.loc[item]
-        year = row["year"] if "year" in row and not pd.isna(row["year"]) else None
-        out.append(prompts.movie_text(str(row["title"]), year, row.get("genres") if genres else None))
-    return out
 
 
 def ml_history_lines(rv, user_id, before: str = "test", m: int | None = 8) -> list[str]:
