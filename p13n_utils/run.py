@@ -75,9 +75,11 @@ def _clean_for_commit(path: Path) -> None:
     _atomic_write_text(path, nbformat.writes(nb) + "\n")
 
 
-def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = False) -> dict:
+def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = False,
+                     figures: Path | None = None) -> dict:
     """Execute one notebook and return its results record (also written to
-    ``build_dir/results/<name>.json``). Raises :class:`NotebookFailed` on error."""
+    ``build_dir/results/<name>.json``); its figures go to ``figures`` (default: env
+    ``P13N_FIGURES_DIR``, else figures/). Raises :class:`NotebookFailed` on error."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -91,6 +93,8 @@ def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = 
 
     env_before = dict(os.environ)
     os.environ.update(P13N_RESULTS=str(rows_file), P13N_PROFILE=profile)
+    if figures is not None:
+        os.environ["P13N_FIGURES_DIR"] = str(figures)
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(source), str(executed), parameters={"PROFILE": profile},
@@ -162,6 +166,21 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def output_dirs(profile: str, build_dir: Path | None = None,
+                out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Where a run writes: ``build/`` and ``figures/`` for the default profile (what
+    ``make run`` commits); ``build/<profile>/`` and ``build/<profile>/figures/`` for another
+    profile, so that a smoke or full run never overwrites the committed figures and results.
+    Explicit folders (or env ``P13N_FIGURES_DIR``) win. Paths are absolute: the kernels run in
+    notebooks/, where a relative path would point elsewhere."""
+    default = profile == config.DEFAULT_PROFILE
+    build_dir = Path(build_dir or (config.BUILD_DIR if default else config.BUILD_DIR / profile))
+    if out_dir is None:
+        out_dir = config.figures_dir() if default or "P13N_FIGURES_DIR" in os.environ \
+            else build_dir / "figures"
+    return build_dir.resolve(), Path(out_dir).resolve()
+
+
 def run(profile: str | None = None, only: list[str] | None = None, inplace: bool = False,
         build_dir: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
     """Execute the selected notebooks in order, then aggregate. Returns the summary."""
@@ -172,16 +191,14 @@ def run(profile: str | None = None, only: list[str] | None = None, inplace: bool
     names = select_notebooks(only)
     if not names:
         raise ValueError(f"no notebooks found in {config.NOTEBOOKS_DIR}")
-    # absolute: the kernels run in notebooks/, where a relative path would point elsewhere
-    build_dir = Path(build_dir or config.BUILD_DIR).resolve()
-    out_dir = Path(out_dir or config.figures_dir()).resolve()
+    build_dir, out_dir = output_dirs(profile, build_dir, out_dir)
 
     from tqdm.auto import tqdm
 
     bar = tqdm(names, desc=f"notebooks ({profile})", unit="nb", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        record = execute_notebook(name, profile, build_dir)
+        record = execute_notebook(name, profile, build_dir, figures=out_dir)
         tqdm.write(f"{name}: {record['seconds']:.1f} s, {len(record['rows'])} result rows")
         if inplace:
             executed = build_dir / "notebooks" / f"{name}.ipynb"
@@ -190,7 +207,7 @@ def run(profile: str | None = None, only: list[str] | None = None, inplace: bool
             shutil.copyfile(executed, tmp)
             _clean_for_commit(tmp)
             os.replace(tmp, target)
-    return aggregate(build_dir, out_dir)
+    return {**aggregate(build_dir, out_dir), "out_dir": str(out_dir)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--inplace", action="store_true",
                         help="refresh the committed notebooks with their executed outputs")
-    parser.add_argument("--build-dir", type=Path, default=None, help="default: build/")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="default: build/ (build/<profile>/ for a non-default profile)")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="where results.json/.md go (default: figures/)")
+                        help="where figures and results.json/.md go (default: figures/ for the "
+                             "default profile, else <build-dir>/figures/)")
     args = parser.parse_args(argv)
     try:
         summary = run(args.profile, args.only, args.inplace, args.build_dir, args.out_dir)
@@ -210,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ValueError) else 1
     print(f"{len(summary['rows'])} result rows from {len(summary['notebooks'])} notebooks "
-          f"-> {Path(args.out_dir or config.figures_dir()) / 'results.md'}")
+          f"-> {summary['out_dir']}/results.md")
     return 0
 
 

@@ -61,6 +61,7 @@ def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     assert record["rows"] == [dict(task="toy", level="user", method="m", metric="mae", value=0.5,
                                    lower=0.4, upper=0.6, n=3)]
     assert summary["rows"][0]["notebook"] == "01_ok"
+    assert summary.pop("out_dir") == str(out.resolve())
     assert json.loads((out / "results.json").read_text()) == summary
     assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | 01_ok |" in (out / "results.md").read_text()
     # --inplace: outputs are in the source notebook, without papermill's injected cell
@@ -75,3 +76,15 @@ def test_runner_names_the_failing_notebook_and_cell(notebooks, tmp_path):
     with pytest.raises(run.NotebookFailed, match=r"03_bad failed in cell .*RuntimeError: boom"):
         run.run("smoke", build_dir=tmp_path / "build", out_dir=tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_non_default_profiles_never_write_over_committed_figures(monkeypatch, tmp_path):
+    monkeypatch.delenv("P13N_FIGURES_DIR", raising=False)
+    monkeypatch.setattr(config, "BUILD_DIR", tmp_path / "build")
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path)
+    build, out = run.output_dirs("smoke")
+    assert (build, out) == (tmp_path / "build" / "smoke", tmp_path / "build" / "smoke" / "figures")
+    build, out = run.output_dirs("default")
+    assert (build, out) == (tmp_path / "build", tmp_path / "figures")
+    monkeypatch.chdir(tmp_path)
+    assert run.output_dirs("full", "b", "o") == (tmp_path / "b", tmp_path / "o")
