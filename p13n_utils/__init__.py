@@ -1,7 +1,10 @@
 """p13n_utils: the small shared package behind the p13n notebooks.
 
-One module per concern: config, data, models, generation, retrieval, prompts, personas,
-finetune, alignment, recsys, metrics, plotting, results, run, taxonomy.
+One module per concern: config (paths, profiles, device, seeds), data (manifest, checksummed
+cache, loaders), splits, profiles (the four kinds of user data), synthetic (test data), models,
+generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
+personas, finetune, alignment, recsys and recsys_torch, metrics, plotting, results (the results
+contract), run (the papermill runner), taxonomy.
 """
 
 __version__ = "0.1.0"
