@@ -35,6 +35,22 @@ def figures_dir() -> Path:
     return path
 
 
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
+    that a reader (or a crash) never sees a half-written file. Creates the folder."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode, encoding = ("wb", None) if isinstance(data, bytes) else ("w", "utf-8")
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, suffix=".tmp", delete=False,
+                                     encoding=encoding) as f:
+        f.write(data)
+    os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
+    os.replace(f.name, path)
+    return path
+
+
 # --------------------------------------------------------------------------- profiles
 PROFILE_NAMES = ("smoke", "default", "full")
 DEFAULT_PROFILE = "default"

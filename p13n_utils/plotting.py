@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,10 +22,9 @@ def savefig(fig, name: str) -> Path:
     if not name or "/" in name:
         raise ValueError(f"figure name must be a plain file name without '/', got {name!r}")
     path = config.figures_dir() / (name if name.endswith(".png") else f"{name}.png")
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as f:
-        fig.savefig(f, bbox_inches="tight", format="png")
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
-    os.replace(f.name, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, bbox_inches="tight", format="png")
+    config.atomic_write(path, buffer.getvalue())
     return path
 
 

@@ -255,8 +255,7 @@ def embed_texts(texts: Sequence[str], embedder=None, batch_size: int = 64, cache
 
     Returns ndarray (len(texts), dim), float32."""
     import hashlib
-    import os
-    import tempfile
+    import io
 
     from . import config, models
 
@@ -271,10 +270,9 @@ def embed_texts(texts: Sequence[str], embedder=None, batch_size: int = 64, cache
     vectors = np.asarray(embedder.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                          show_progress_bar=False), dtype=np.float32)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
-            np.save(f, vectors)
-        os.replace(f.name, path)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        config.atomic_write(path, buffer.getvalue())
     return vectors
 
 

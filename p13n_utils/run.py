@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,15 +51,6 @@ def select_notebooks(only: list[str] | None, notebooks_dir: Path | None = None) 
     return [n for n in names if n in chosen]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
-    os.replace(f.name, path)
-
-
 def _clean_for_commit(path: Path) -> None:
     """Drop papermill's injected-parameters cell and timing metadata, so that the committed
     notebook keeps ``PROFILE = None`` (env P13N_PROFILE still applies) and diffs stay small."""
@@ -72,7 +62,7 @@ def _clean_for_commit(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
-    _atomic_write_text(path, nbformat.writes(nb) + "\n")
+    config.atomic_write(path, nbformat.writes(nb) + "\n")
 
 
 def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = False,
@@ -118,7 +108,7 @@ def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = 
         "device": config.get_device(),
         "rows": read_rows(rows_file) if rows_file.exists() else [],
     }
-    _atomic_write_text(build_dir / "results" / f"{name}.json", json.dumps(record, indent=1) + "\n")
+    config.atomic_write(build_dir / "results" / f"{name}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -130,8 +120,8 @@ def aggregate(build_dir: Path, out_dir: Path) -> dict:
         "notebooks": [{k: r[k] for k in ("notebook", "profile", "seconds", "device")} for r in records],
         "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]],
     }
-    _atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
-    _atomic_write_text(out_dir / "results.md", render_markdown(summary))
+    config.atomic_write(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
+    config.atomic_write(out_dir / "results.md", render_markdown(summary))
     return summary
 
 

@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -104,10 +102,7 @@ def _memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        json.dump(value, f)
-    os.replace(f.name, path)
+    config.atomic_write(path, json.dumps(value))
     return value
 
 

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from typing import Callable, Sequence
 
 import numpy as np
@@ -281,10 +279,7 @@ def profile_summaries(model, tokenizer, requests: dict, name: str, prefix: str =
     if len(raw) != len(texts):
         raise RuntimeError(f"generate_fn returned {len(raw)} texts for {len(texts)} prompts")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-            json.dump(raw, f)
-        os.replace(f.name, path)
+        config.atomic_write(path, json.dumps(raw))
     return dict(zip(users, (clean_summary(_join(prefix, t)) for t in raw)))
 
 

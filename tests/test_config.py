@@ -64,3 +64,11 @@ def test_setup_returns_profile(monkeypatch, tmp_path):
     cfg = config.setup("smoke")
     assert cfg.name == "smoke" and cfg.device == config.get_device()
     assert config.figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()
+
+
+def test_atomic_write_text_and_bytes_leave_no_temporary_files(tmp_path):
+    target = config.atomic_write(tmp_path / "sub" / "a.json", '{"x": 1}')
+    assert target.read_text() == '{"x": 1}' and oct(target.stat().st_mode)[-3:] == "644"
+    config.atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.json"]
