@@ -17,10 +17,13 @@ prefers to y-. Notebook 07 builds on these minimal, readable pieces:
   ``beta * (log pi(y|x) - log pi_ref(y|x))`` and the loss is Bradley–Terry on it
   (:func:`dpo_loss`, checked equal to trl's ``DPOTrainer`` loss in the tests).
   :func:`train_dpo_lora` trains a LoRA policy whose reference is the same model with its
-  adapters disabled (no second copy of the weights); :func:`implicit_reward_margin` gives
-  ``pref_acc`` on held-out pairs.
+  adapters disabled (no second copy of the weights); :func:`train_or_load_dpo_lora` saves it
+  atomically and reloads it on a rerun. :func:`implicit_reward_margin` gives ``pref_acc`` on
+  held-out pairs; :func:`preference_logps` (memoised on disk) + :func:`dpo_margins` do the same
+  with the reference scored once for several policies.
 - **Merging** (Personalized Soups, Jang et al. 2023): :func:`merge_adapters` mixes preference
-  adapters (e.g. one per persona) with per-user weights, without retraining.
+  adapters (e.g. one per persona) with per-user weights (:func:`soup_weights`: from a user's
+  similarity to each persona, sharpened by a temperature), without retraining.
 
 Every trainer shares :func:`p13n_utils.finetune.train_loop`; its loss history comes back as a
 :class:`p13n_utils.finetune.TrainLog` for the loss-curve figures.
@@ -44,7 +47,7 @@ __all__ = [
     "personachat_preference_pairs", "RECOMMEND_SYSTEM", "recommendation_prompt", "movielens_preference_pairs",
     "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
-    "implicit_reward_margin", "merge_adapters",
+    "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights", "merge_adapters",
 ]
 
 
@@ -178,26 +181,33 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
 def bt_features(response_emb, prompt_emb=None) -> np.ndarray:
     """Features of (prompt, response) pairs for a reward head on frozen embeddings.
 
-    ``[response]`` alone gives a reward that is the same for everyone (global); with the prompt
-    (e.g. an embedding of the user's profile), ``[response, prompt * response]`` lets the
-    reward depend on who asks (the element-wise product is a diagonal bilinear term).
+    ``[response]`` alone gives a reward that is the same for everyone and every context; with a
+    conditioning embedding ``c`` (the conversation, or the user's profile),
+    ``[response, c * response]`` lets the reward depend on it (the element-wise product is a
+    diagonal bilinear term ``sum_k w_k c_k r_k``). Several conditioning embeddings (a list) add
+    one product block each: ``[response, c1 * response, c2 * response, ...]``.
 
     Parameters
     ----------
     response_emb : array (n, d)
-    prompt_emb : array (n, d), optional
+    prompt_emb : array (n, d), or a list of such arrays, optional
 
     Returns
     -------
-    ndarray (n, d) or (n, 2d), float32
+    ndarray (n, d * (1 + number of conditioning embeddings)), float32
     """
     response_emb = np.asarray(response_emb, dtype=np.float32)
     if prompt_emb is None:
         return response_emb
-    prompt_emb = np.asarray(prompt_emb, dtype=np.float32)
-    if prompt_emb.shape != response_emb.shape:
-        raise ValueError(f"prompt_emb {prompt_emb.shape} and response_emb {response_emb.shape} must have the same shape")
-    return np.concatenate([response_emb, prompt_emb * response_emb], axis=1)
+    conditions = list(prompt_emb) if isinstance(prompt_emb, (list, tuple)) else [prompt_emb]
+    blocks = [response_emb]
+    for condition in conditions:
+        condition = np.asarray(condition, dtype=np.float32)
+        if condition.shape != response_emb.shape:
+            raise ValueError(f"prompt_emb {condition.shape} and response_emb {response_emb.shape} must have the "
+                             "same shape")
+        blocks.append(condition * response_emb)
+    return np.concatenate(blocks, axis=1)
 
 
 class RewardHead(torch.nn.Module):
@@ -234,7 +244,9 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
     Parameters
     ----------
     chosen_features, rejected_features : array (n, dim)
-        E.g. :func:`bt_features` of the chosen and the rejected responses.
+        E.g. :func:`bt_features` of the chosen and the rejected responses, best scaled to unit
+        variance (on tiny features, e.g. products of unit embeddings, the objective is nearly
+        flat and L-BFGS stops before it has learned anything).
     hidden : int, default 0
         0: a linear head; otherwise the width of one hidden layer.
     l2 : float, default 1e-3
@@ -250,15 +262,17 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
     log : :class:`p13n_utils.finetune.TrainLog`
         The objective at each L-BFGS evaluation.
     """
-    chosen = torch.as_tensor(np.asarray(chosen_features, dtype=np.float32))
-    rejected = torch.as_tensor(np.asarray(rejected_features, dtype=np.float32))
+    # float64 gives L-BFGS's stopping tests (changes of the loss and of the weights) a precise
+    # objective; features should still be on a unit scale (notebook 07 divides them by their std)
+    chosen = torch.as_tensor(np.asarray(chosen_features, dtype=np.float64))
+    rejected = torch.as_tensor(np.asarray(rejected_features, dtype=np.float64))
     if chosen.ndim != 2 or chosen.shape != rejected.shape:
         raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} features must be two "
                          "arrays of the same shape (n_pairs, dim)")
     if chosen.shape[0] == 0:
         raise ValueError("no preference pairs to train on")
     torch.manual_seed(seed)
-    head = RewardHead(chosen.shape[1], hidden)
+    head = RewardHead(chosen.shape[1], hidden).double()
     if not hidden:
         torch.nn.init.zeros_(head.net.weight)
     weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
@@ -276,7 +290,7 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
     start = time.perf_counter()
     optimizer.step(closure)
     log.seconds = time.perf_counter() - start
-    return head.eval(), log
+    return head.float().eval(), log
 
 
 def reward_margins(head: RewardHead, chosen_features, rejected_features) -> np.ndarray:
@@ -360,29 +374,57 @@ def _pair_logps(model, chosen: list[dict], rejected: list[dict], indices, pad_id
     return logps[:len(indices)], logps[len(indices):], int(batch["attention_mask"].sum())
 
 
-def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: int | None = None) -> pd.DataFrame:
+def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: int | None = None,
+                     cache: bool = False) -> pd.DataFrame:
     """Summed log-probability of each pair's chosen and rejected response under ``model`` as it
     is (active adapter), in eval mode and without gradients.
+
+    Parameters
+    ----------
+    model, tokenizer
+    pairs : DataFrame with ``prompt, chosen, rejected`` (or a list of triples)
+    batch_size : int, default 8
+        Pairs per forward pass (each pass holds the chosen and the rejected sequences).
+    max_length : int, optional
+        See :func:`p13n_utils.finetune.encode_pairs`.
+    cache : bool, default False
+        Memoise the result on disk (``config.CACHE_DIR / "lm"``), keyed by
+        :func:`p13n_utils.tasks.model_fingerprint` (weights, active adapter, adapters on or off)
+        and the exact texts, as the scorers of :mod:`p13n_utils.tasks` do.
 
     Returns
     -------
     DataFrame
-        ``chosen_logp, rejected_logp``, one row per pair in input order.
+        ``chosen_logp, rejected_logp, chosen_tokens, rejected_tokens``, one row per pair in input
+        order (tokens: the response's tokens, its end-of-turn token included).
     """
-    chosen, rejected = encode_preferences(tokenizer, pairs, max_length)
-    pad_id = finetune._pad_id(tokenizer)
-    out_c, out_r = np.zeros(len(chosen)), np.zeros(len(chosen))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(chosen), batch_size):
-                indices = list(range(start, min(start + batch_size, len(chosen))))
-                lp_c, lp_r, _ = _pair_logps(model, chosen, rejected, indices, pad_id)
-                out_c[indices], out_r[indices] = lp_c.double().cpu().numpy(), lp_r.double().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return pd.DataFrame({"chosen_logp": out_c, "rejected_logp": out_r})
+    from .tasks import memo, model_fingerprint
+
+    triples = _as_triples(pairs)
+
+    def compute():
+        chosen, rejected = encode_preferences(tokenizer, triples, max_length)
+        pad_id = finetune._pad_id(tokenizer)
+        out = {key: np.zeros(len(chosen)) for key in ("chosen_logp", "rejected_logp", "chosen_tokens",
+                                                       "rejected_tokens")}
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(chosen), batch_size):
+                    idx = list(range(start, min(start + batch_size, len(chosen))))
+                    batch = finetune.collate([chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
+                    logps, n_tokens = finetune.sequence_logps(model, batch)
+                    logps, n_tokens = logps.double().cpu().numpy(), n_tokens.cpu().numpy()
+                    out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:len(idx)], logps[len(idx):]
+                    out["chosen_tokens"][idx], out["rejected_tokens"][idx] = n_tokens[:len(idx)], n_tokens[len(idx):]
+        finally:
+            model.train(was_training)
+        return {key: value.tolist() for key, value in out.items()}
+
+    payload = {"model": model_fingerprint(model) if cache else "", "triples": triples, "max_length": max_length}
+    frame = pd.DataFrame(memo("preference_logps", payload, compute, cache))
+    return frame.astype({"chosen_tokens": "int64", "rejected_tokens": "int64"})
 
 
 def train_dpo_lora(model, tokenizer, pairs, beta: float = 0.1, steps: int = 20, lr: float = 5e-4,
@@ -464,7 +506,113 @@ def implicit_reward_margin(model, tokenizer, pairs, beta: float = 0.1, adapter_n
     return (beta * (chosen - rejected)).to_numpy()
 
 
+def dpo_margins(policy: pd.DataFrame, reference: pd.DataFrame, beta: float = 0.1) -> np.ndarray:
+    """DPO's implicit reward margin from two :func:`preference_logps` frames of the same pairs
+    (the policy's and the reference's): ``beta * ((pi+ - ref+) - (pi- - ref-))``. Computing the
+    reference once and reusing it for every policy saves a forward pass per policy."""
+    if len(policy) != len(reference):
+        raise ValueError(f"policy has {len(policy)} pairs, reference {len(reference)}: score the same pairs")
+    chosen = policy["chosen_logp"].to_numpy() - reference["chosen_logp"].to_numpy()
+    rejected = policy["rejected_logp"].to_numpy() - reference["rejected_logp"].to_numpy()
+    return beta * (chosen - rejected)
+
+
+def _training_key(model, triples, settings: dict) -> str:
+    import hashlib
+    import json
+
+    payload = {"base": finetune.base_signature(model), "triples": triples, "settings": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def train_or_load_dpo_lora(model, tokenizer, pairs, directory, adapter_name: str = "dpo", **kwargs):
+    """:func:`train_dpo_lora`, saved to ``directory`` and loaded from there next time.
+
+    The adapter is saved atomically (:func:`p13n_utils.finetune.save_adapter`: a failed save
+    leaves no half-written folder) with a key that hashes the base model's signature, the
+    pairs and the training settings; a later call with the same key loads the adapter (and its
+    training log) instead of training again, and any other key retrains and replaces it.
+
+    Parameters
+    ----------
+    model, tokenizer, pairs
+        As for :func:`train_dpo_lora`.
+    directory : path
+        Where this adapter lives (one folder per adapter).
+    adapter_name : str
+    **kwargs
+        The other arguments of :func:`train_dpo_lora` (``beta, steps, lr, batch_size, seed, r,
+        alpha, target_modules, min_pairs, user, max_length``).
+
+    Returns
+    -------
+    model : peft.PeftModel
+        With the adapter active.
+    log : :class:`p13n_utils.finetune.TrainLog`
+        The log of the run that trained it (``seconds`` is that run's time).
+    loaded : bool
+        True if the adapter came from ``directory``.
+    """
+    import json
+    from pathlib import Path
+
+    triples = _as_triples(pairs)
+    if not triples:
+        raise ValueError("no preference pairs: the data set is empty")
+    directory = Path(directory)
+    settings = {key: value for key, value in kwargs.items() if key != "progress"}
+    key = _training_key(model, triples, settings)
+    meta_path = directory / finetune.ADAPTER_META
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            model = finetune.load_adapter(model, directory, adapter_name)
+            model.set_adapter(adapter_name)
+            log = finetune.TrainLog(**meta["log"])
+            return model, log, True
+    model, log = train_dpo_lora(model, tokenizer, triples, adapter_name=adapter_name, **kwargs)
+    saved_log = {"losses": log.losses, "seconds": log.seconds, "n_examples": log.n_examples,
+                 "n_tokens": log.n_tokens, "trainable_params": log.trainable_params, "metrics": log.metrics}
+    finetune.save_adapter(model, adapter_name, directory, extra={"key": key, "log": saved_log})
+    return model, log, False
+
+
 # =========================================================================== merging (Personalized Soups)
+
+def soup_weights(similarities, temperature: float) -> np.ndarray:
+    """Per-user mixing weights over adapters: ``softmax(similarities / temperature)`` per row.
+
+    ``temperature = 0`` puts all the weight on the most similar adapter (ties: the first);
+    ``temperature = inf`` gives the uniform average. In between, a user close to two personas
+    gets a mix of both (Personalized Soups' per-user weights, here derived from how similar the
+    user is to each persona instead of asked from the user).
+
+    Parameters
+    ----------
+    similarities : array (n_users, n_adapters) or (n_adapters,)
+    temperature : float >= 0
+
+    Returns
+    -------
+    ndarray of the same shape, rows summing to 1.
+    """
+    sims = np.asarray(similarities, dtype=float)
+    if sims.ndim not in (1, 2) or sims.shape[-1] == 0:
+        raise ValueError(f"similarities must be (n_adapters,) or (n_users, n_adapters), got shape {sims.shape}")
+    if not np.all(np.isfinite(sims)):
+        raise ValueError("similarities contain NaN or infinite values")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0: the most similar adapter only; inf: uniform), got {temperature}")
+    if temperature == 0:
+        weights = np.zeros_like(sims)
+        np.put_along_axis(weights, np.argmax(sims, axis=-1)[..., None], 1.0, axis=-1)
+        return weights
+    if np.isinf(temperature):
+        return np.full_like(sims, 1.0 / sims.shape[-1])
+    z = (sims - sims.max(axis=-1, keepdims=True)) / temperature
+    weights = np.exp(z)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
 def merge_adapters(model, adapter_names: Sequence[str], weights: Sequence[float], new_name: str,
                    combination_type: str = "cat"):
     """Mix LoRA adapters into a new one, ``delta W = sum_i w_i * delta W_i``, and activate it.

@@ -88,16 +88,51 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     # 04_user_prompting: a nested subset of 02's evaluation sets (same users, fewer items: LM
     # scoring reads ~300-600 prompt tokens/s on a 2-core CPU; the full profile uses every item)
     "p04.pc_users": (3, None, None),  # PersonaChat users scored here (None: every evaluated user)
-    "p04.pc_dialogues_per_user": (1, 1, None),  # of each user's evaluated dialogues (None: all)
-    "p04.ml_users": (3, 50, None),  # MovieLens users scored here (None: every evaluated user)
-    "p04.ml_ratings_per_user": (1, 1, None),  # of each user's held-out ratings (None: all)
+    "p04.pc_dialogues_per_user": (1, None, None),  # of each user's evaluated dialogues (None: all)
+    "p04.ml_users": (3, None, None),  # MovieLens users scored here (None: every evaluated user)
+    "p04.ml_ratings_per_user": (1, None, None),  # of each user's held-out ratings (None: all)
     "p04.ml_context_ratings": (4, 8, 8),  # most recent ratings in the contextual prompt
     "p04.summary_tokens": (12, 40, 48),  # max new tokens of an LM-written profile summary
-    "p04.gen_users": (2, 50, None),  # users with generated replies (rougeL, persona_sim)
+    "p04.gen_users": (2, 100, None),  # users with generated replies (rougeL, persona_sim)
     # 05_user_rag: the k sweep costs ~16 prompts per item and split (validation and test)
-    "p05.pc_users": (2, 24, None),  # PersonaChat users in the sweep (one dialogue each)
-    "p05.ml_users": (2, 16, None),  # MovieLens users in the sweep (one held-out rating each)
-    "p05.k_values": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8)),  # retrieved items per prompt
+    "p05.pc_users": (2, None, None),  # PersonaChat users in the sweep (None: every evaluated user)
+    "p05.pc_dialogues_per_user": (1, 1, None),  # held-out dialogues per user in the sweep
+    "p05.ml_users": (2, None, None),  # MovieLens users in the sweep (None: every evaluated user)
+    "p05.ml_ratings_per_user": (1, 1, None),  # held-out ratings per user in the sweep
+    "p05.k_values": ((0, 1), (0, 1, 2, 4, 8, 16), (0, 1, 2, 4, 8, 16, 32)),  # retrieved items per prompt
+    # 06_user_finetuning (owned by the 06 notebook; add its knobs here)
+    "p06.ml_users": (3, 24, None),  # MovieLens users evaluated (spread over history length; None: all)
+    "p06.ml_ratings_per_user": (1, None, None),  # of each user's 3 test ratings (None: all)
+    "p06.pc_users": (2, 24, 50),  # PersonaChat users evaluated; the others are the training users
+    "p06.pc_dialogues_per_user": (1, 1, None),  # held-out dialogues per evaluated user (None: all)
+    "p06.pc_oppu_users": (2, 12, None),  # of those, users with an adapter of their own (None: all)
+    "p06.batch_size": (1, 4, 16),  # examples per training step (every trainer)
+    "p06.full_steps": (1, 6, 200),  # full fine-tuning steps (one pass over steps x batch examples)
+    "p06.global_steps": (1, 10, 200),  # shared LoRA steps
+    "p06.persona_steps": (1, 2, 50),  # steps of each persona's LoRA (on top of the shared one)
+    "p06.user_steps": (1, 3, 30),  # steps of each user's LoRA (OPPU, on top of the shared one)
+    "p06.soft_steps": (1, 12, 300),  # soft-prompt steps (all users jointly)
+    "p06.min_pairs": (1, 8, 8),  # fewer training pairs: no adapter of one's own (global fallback)
+    "p06.lora_r": (8, 8, 16),  # LoRA rank (alpha = 2 r) on q, k, v, o
+    "p06.lora_lr": (1e-3, 1e-3, 5e-4),
+    "p06.full_lr": (3e-5, 3e-5, 1e-5),
+    "p06.soft_lr": (1e-2, 1e-2, 1e-2),
+    "p06.n_virtual": (2, 8, 16),  # virtual tokens per user (soft prompt)
+    "p06.ml_persona_k": (4, 10, 10),  # MovieLens genre personas (03's choice in the default profile)
+    "p06.rag_k": (2, 8, 8),  # retrieved past ratings in the OPPU + RAG prompt (05's best k)
+    # 07_preference_alignment (owned by the 07 notebook; add its knobs here)
+    "p07.pc_train_turns": (60, 2000, None),  # PersonaChat training turns -> preference pairs (None: all)
+    "p07.ml_train_users": (20, 300, None),  # MovieLens users (not evaluated) whose pairs train rewards
+    "p07.ml_window": (10, 10, 10),  # MovieLens: held-out ratings per window (test = last, val = before)
+    "p07.ml_pairs_per_user": (2, 4, 4),  # (liked, disliked) pairs per user and window
+    "p07.pc_personas": (2, 4, 6),  # persona clusters (reward heads, DPO adapters) for PersonaChat
+    "p07.ml_personas": (2, 8, 8),  # genre personas (reward heads) for MovieLens
+    "p07.max_facts": (5, 5, None),  # user facts in a user-conditioned prompt (None: all)
+    "p07.dpo_users": (2, 40, None),  # PersonaChat users whose held-out pair the LM scores (one dialogue each)
+    "p07.dpo_steps": (1, 12, 80),  # steps of the global and of the user-conditioned DPO adapter
+    "p07.dpo_persona_steps": (1, 3, 20),  # steps of each persona's DPO adapter
+    "p07.dpo_batch": (1, 4, 8),  # preference pairs per DPO step
+    "p07.soup_temperatures": ((0.05,), (0.02, 0.05, 0.2), (0.01, 0.02, 0.05, 0.1, 0.2)),  # merge sweep
     # 08_recommendation
     "rec.n_items": (400, None, None),  # keep the N most-rated movies (None: the whole catalog)
     "rec.n_users": (60, None, None),  # sample N users (None: every user)

@@ -20,10 +20,12 @@ reference implementations of the variants notebook 06 compares:
   :func:`train_soft_prompts` (per-user virtual tokens: one learned embedding per user,
   trained jointly across users with the LM frozen).
 - **One adapter per user (OPPU)**: train a global adapter on everyone, fold it into the weights
-  with :func:`merge_into_base`, then train each user's adapter on top with :func:`train_lora`
-  (``min_pairs`` guards users with too little history). Adapters are saved atomically
-  (:func:`save_adapter`), checked against the base model when loaded (:func:`load_adapter`), and
-  switched per user without reloading the base model (:class:`AdapterStore`, :func:`use_adapter`).
+  with :func:`merge_into_base`, then train each user's adapter on top with :func:`train_lora`, or
+  one per user / per persona in one call with :func:`train_adapters` (``min_pairs`` guards users
+  with too little history). Adapters are saved atomically (:func:`save_adapter`), checked against
+  the base model when loaded (:func:`load_adapter`), and switched per user without reloading the
+  base model (:class:`AdapterStore` ``activate`` / ``switch``, :func:`use_adapter`);
+  :func:`plain_model` removes every adapter again.
 - **Costs**: :func:`adapter_cost` (trainable parameters, bytes on disk, seconds) and
   :func:`extrapolate_cost` (the same for 10^3 / 10^6 users).
 
@@ -43,10 +45,10 @@ Bad input (documented fallbacks)
       :class:`AdapterMismatchError` saying what differs.
     * A save that fails half-way leaves nothing behind (temporary folder, then rename).
 
-Caching caveat: :func:`p13n_utils.tasks.model_fingerprint` hashes every parameter of the model,
-including adapters that are loaded but *inactive*, and not which adapter is active; when several
-adapters live in one model (or one is disabled), pass ``cache=False`` to the scoring functions
-of :mod:`p13n_utils.tasks` so that switching adapters never reuses another adapter's scores.
+Caching: :func:`p13n_utils.tasks.model_fingerprint` hashes every parameter of the model
+(adapters loaded but inactive included) and which adapter is active. Scoring one adapter per
+user or per persona passes ``cache=False`` to the scorers of :mod:`p13n_utils.tasks` anyway:
+each such score is computed once, and memoising it would only fill the disk.
 
 Example
 -------
@@ -85,7 +87,7 @@ __all__ = [
     "encode_pairs", "collate", "sequence_logps", "lm_loss",
     "TrainLog", "train_loop", "add_lora", "train_lora", "train_full", "merge_into_base", "use_adapter",
     "UserPrefixes", "SoftPromptLM", "prefixed_forward", "train_soft_prompts",
-    "base_signature", "save_adapter", "load_adapter", "AdapterStore",
+    "base_signature", "save_adapter", "load_adapter", "AdapterStore", "train_adapters", "plain_model",
     "count_parameters", "model_bytes", "folder_bytes", "adapter_cost", "extrapolate_cost",
 ]
 
@@ -865,7 +867,12 @@ def train_soft_prompts(model, tokenizer, pairs: pd.DataFrame, n_virtual: int = 8
 
 # =========================================================================== saving and loading adapters
 def _base_model(model):
-    return model.get_base_model() if _is_peft(model) else model
+    if not _is_peft(model):
+        return model
+    try:
+        return model.get_base_model()
+    except KeyError:                      # every adapter was deleted: peft's lookup of the active one fails
+        return model.base_model.model
 
 
 def _weights_fingerprint(model) -> str:
@@ -1068,7 +1075,10 @@ class AdapterStore:
         return self.root / f"user-{user}"
 
     def save(self, model, user, adapter_name: str | None = None) -> Path:
-        """Save the user's adapter (default name :meth:`adapter_name`) atomically."""
+        """Save the user's adapter (default name :meth:`adapter_name`) atomically. A numpy id
+        (``np.int64(42)``, as pandas hands them out) is stored as the plain number, so that
+        :meth:`users` gives ids that compare equal to the data's."""
+        user = user.item() if isinstance(user, np.generic) else user
         return save_adapter(model, adapter_name or self.adapter_name(user), self.path(user), extra={"user": user})
 
     def users(self) -> list:
@@ -1101,9 +1111,92 @@ class AdapterStore:
         model.set_adapter(self.adapter_name(user))
         return model
 
+    def switch(self, model, user):
+        """Make ``user``'s adapter the active one and unload the other users' adapters of this
+        store, so that one user adapter at a time is in memory however many users are served
+        (the base model is never reloaded). Returns the peft model."""
+        model = self.activate(model, user)
+        keep = self.adapter_name(user)
+        for name in list(model.peft_config):
+            if name != keep and name.startswith("user_"):
+                model.delete_adapter(name)
+        return model
+
     def bytes_on_disk(self, user) -> int:
         self._check_known(user)
         return folder_bytes(self.path(user))
+
+
+# =========================================================================== one adapter per group
+def train_adapters(model, tokenizer, pairs: pd.DataFrame, by: str = "user_id", groups: Sequence | None = None,
+                   prefix: str = "user", min_pairs: int = 1, store: "AdapterStore | None" = None, **train_kwargs):
+    """One LoRA adapter per group of ``pairs`` (per user: OPPU; per persona), each trained only
+    on its own rows, beside the others in one model (the base is never reloaded).
+
+    Parameters
+    ----------
+    model
+        The shared base (e.g. the global adapter folded in with :func:`merge_into_base`): a
+        transformers model (wrapped in place) or a peft model.
+    tokenizer
+    pairs : DataFrame
+        ``prompt``, ``target`` and the ``by`` column.
+    by : str, default "user_id"
+        The column that names the group of a row.
+    groups : sequence, optional
+        The groups to train (default: every group of ``pairs``). A group with fewer than
+        ``min_pairs`` rows (none at all included) is skipped: the documented fallback is to
+        serve it with the shared base.
+    prefix : str, default "user"
+        Adapter names are ``f"{prefix}_{group}"`` (:meth:`AdapterStore.adapter_name` for "user").
+    min_pairs : int, default 1
+    store : AdapterStore, optional
+        Save each adapter there (atomically) and unload it from ``model`` right after, so that
+        memory stays flat however many users there are; :meth:`AdapterStore.activate` loads
+        it back. Without a store every adapter stays loaded.
+    **train_kwargs
+        Passed to :func:`train_lora` (``steps``, ``lr``, ``r``, ``batch_size``, ``seed``,
+        ``append_eos``, ...); every group gets the same settings and seed.
+
+    Returns
+    -------
+    model
+        With a store: the plain base (every adapter saved and unloaded). Without one: a peft
+        model holding every trained adapter (the model passed if none was trained).
+    logs : dict
+        group -> :class:`TrainLog`.
+    skipped : dict
+        group -> :class:`NotEnoughHistoryError`, for the groups served by the fallback.
+    """
+    if not isinstance(pairs, pd.DataFrame) or by not in pairs:
+        raise TypeError(f"pairs must be a DataFrame with columns prompt, target and {by!r}")
+    by_group = {group: rows for group, rows in pairs.groupby(by, sort=True)}
+    groups = sorted(by_group) if groups is None else list(groups)
+    if not groups:
+        raise ValueError("no groups to train: pairs is empty and no groups were given")
+    logs, skipped = {}, {}
+    for group in groups:
+        rows = by_group.get(group, pairs.iloc[:0])
+        if len(rows) < max(min_pairs, 1):
+            skipped[group] = NotEnoughHistoryError(group, len(rows), max(min_pairs, 1))
+            continue
+        name = f"{prefix}_{group}"
+        model, logs[group] = train_lora(model, tokenizer, rows, adapter_name=name, min_pairs=min_pairs, user=group,
+                                        **train_kwargs)
+        if store is not None:
+            store.save(model, group, adapter_name=name)
+            model.delete_adapter(name)
+    if store is not None:
+        model = plain_model(model)        # every adapter is on disk: hand back the plain base
+    return model, logs, skipped
+
+
+def plain_model(model):
+    """The transformers model inside ``model`` with every adapter removed (not merged): the
+    base again, e.g. after the per-persona adapters were scored. A plain model is returned as is."""
+    if not _is_peft(model):
+        return model
+    return model.unload()
 
 
 # =========================================================================== costs

@@ -171,7 +171,7 @@ def per_user_errors(users: Sequence, y_true: Sequence, y_pred: Sequence) -> pd.D
 
     Returns
     -------
-    DataFrame with one row per user: ``user``, ``n``, ``mae``, ``rmse``.
+    DataFrame with one row per user: ``user``, ``n``, ``mae``, ``mse``, ``rmse``.
     """
     lengths = {len(users), len(y_true), len(y_pred)}
     if len(lengths) != 1:
@@ -188,7 +188,7 @@ def per_user_errors(users: Sequence, y_true: Sequence, y_pred: Sequence) -> pd.D
     frame["abs"] = (frame["y_true"] - frame["y_pred"]).abs()
     frame["sq"] = frame["abs"] ** 2
     out = frame.groupby("user", sort=True).agg(n=("abs", "size"), mae=("abs", "mean"), mse=("sq", "mean"))
-    out["rmse"] = np.sqrt(out.pop("mse"))
+    out["rmse"] = np.sqrt(out["mse"])
     return out.reset_index()
 
 

@@ -12,8 +12,9 @@ Builders turn either data set into profiles:
 - MovieLens (:func:`movielens_profile`, :func:`movielens_profiles`): ratings -> interactions;
   pairs (a liked movie, rated >= ``like``, over a disliked one, rated <= ``dislike``) ->
   preferences; tags -> texts; 100k demographics -> attributes.
-- PersonaChat (:func:`personachat_profile`, :func:`personachat_profiles`): persona facts ->
-  attributes and texts; the speaker's own turns -> texts.
+- PersonaChat (:func:`personachat_profile`, :func:`personachat_profiles`): a user is a
+  *character* (:func:`personachat_user_ids` links the dialogues that play it); its persona
+  facts -> attributes and texts; its own turns in all of its dialogues -> texts.
 
 Pass the *training* part of a split (``ratings=train``, or ``split.train`` dialogues) so that a
 profile never contains held-out data. A user without history gets a valid, empty (cold-start)
@@ -22,6 +23,7 @@ profile.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,31 +245,100 @@ def movielens_profiles(ml, ratings: pd.DataFrame | None = None, **kwargs) -> dic
 
 
 # --------------------------------------------------------------------------- PersonaChat
-def _personachat_user(row) -> UserProfile:
-    facts = list(row.persona)
-    replies = [reply for _, reply in row.turns]
+def normalize_fact(fact: str) -> str:
+    """Lower-case, expand "i'm", drop punctuation and extra spaces: ``"I'm tall."`` ->
+    ``"i am tall"`` (used to match the same fact across dialogues)."""
+    text = str(fact).lower().replace("i'm", "i am").replace("'", "")
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text).split())
+
+
+def personachat_user_ids(dialogues: pd.DataFrame, min_shared: int = 2) -> pd.Series:
+    """The user (character) of each dialogue: dialogues that share at least ``min_shared``
+    normalised persona facts belong to the same user (connected components).
+
+    Parameters
+    ----------
+    dialogues : DataFrame
+        From :func:`p13n_utils.data.load_personachat` (columns ``dialogue_id``, ``persona``).
+    min_shared : int, default 2
+        Facts two dialogues must share to be linked. On ConvAI2 ``valid`` this gives exactly
+        the 100 personas of the file (each in 5–18 dialogues).
+
+    Returns
+    -------
+    Series
+        ``user_id`` (int64, numbered 0, 1, … in order of first appearance), indexed like
+        ``dialogues``. A dialogue without facts is a user of its own.
+    """
+    if "persona" not in dialogues:
+        raise KeyError("dialogues needs a 'persona' column; pass data.load_personachat(...)")
+    n = len(dialogues)
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    by_fact: dict[str, list[int]] = {}
+    for i, facts in enumerate(dialogues["persona"]):
+        for fact in {normalize_fact(f) for f in facts}:
+            by_fact.setdefault(fact, []).append(i)
+    shared: dict[tuple[int, int], int] = {}
+    for members in by_fact.values():
+        for a_pos, a in enumerate(members):
+            for b in members[a_pos + 1:]:
+                shared[(a, b)] = shared.get((a, b), 0) + 1
+    for (a, b), count in shared.items():
+        if count >= min_shared:
+            parent[find(a)] = find(b)
+    roots = [find(i) for i in range(n)]
+    numbering: dict[int, int] = {}
+    ids = [numbering.setdefault(root, len(numbering)) for root in roots]
+    return pd.Series(ids, index=dialogues.index, name="user_id", dtype="int64")
+
+
+def _personachat_user(user_id: int, rows: pd.DataFrame) -> UserProfile:
+    """One character's profile from its dialogues (rows of ``load_personachat``)."""
+    facts, seen = [], set()
+    for persona in rows["persona"]:
+        for fact in persona:
+            if normalize_fact(fact) not in seen:
+                seen.add(normalize_fact(fact))
+                facts.append(fact)
+    replies = [(int(d), reply) for d, turns in zip(rows["dialogue_id"], rows["turns"]) for _, reply in turns]
     texts = pd.DataFrame({
-        "text": facts + replies,
+        "text": facts + [reply for _, reply in replies],
         "timestamp": [pd.NA] * len(facts) + list(range(len(replies))),
         "source": ["persona"] * len(facts) + ["dialogue"] * len(replies),
-        "item_id": [pd.NA] * (len(facts) + len(replies)),
+        "item_id": [pd.NA] * len(facts) + [d for d, _ in replies],
     }).astype(TEXT_COLUMNS)
-    return UserProfile(int(row.dialogue_id), "personachat", {"persona_facts": facts}, texts)
+    attributes = {"persona_facts": facts, "dialogue_ids": [int(d) for d in rows["dialogue_id"]]}
+    return UserProfile(int(user_id), "personachat", attributes, texts)
 
 
-def personachat_profile(dialogues: pd.DataFrame, dialogue_id: int) -> UserProfile:
-    """The :class:`UserProfile` of the "self" speaker of one PersonaChat dialogue.
+def personachat_profile(dialogues: pd.DataFrame, user_id: int) -> UserProfile:
+    """The :class:`UserProfile` of one PersonaChat user: a *character*, played in several
+    dialogues (see :func:`personachat_user_ids`; ConvAI2 ``valid`` has 100 of them).
 
-    ``attributes["persona_facts"]`` holds the persona facts; ``texts`` holds the facts
-    (source "persona", no timestamp) and the speaker's own replies (source "dialogue",
-    timestamp = turn index: the data has no clock times). PersonaChat has no interactions or
-    preference pairs. Pass ``personachat_split(...).train`` to leave held-out turns out."""
-    match = dialogues[dialogues["dialogue_id"] == dialogue_id]
+    ``attributes["persona_facts"]`` holds the character's distinct facts (first wording seen)
+    and ``attributes["dialogue_ids"]`` its dialogues; ``texts`` holds the facts (source
+    "persona", no timestamp) and the character's own replies in all its dialogues (source
+    "dialogue", ``item_id`` = the dialogue, ``timestamp`` = a running turn index in file order:
+    the data has no clock times). PersonaChat has no interactions or preference pairs.
+
+    User ids are computed from the persona facts, which a split leaves intact, so
+    ``personachat_profile(personachat_split(...).train, u)`` is the same user without the
+    held-out turns."""
+    user_ids = personachat_user_ids(dialogues)
+    match = dialogues[user_ids == user_id]
     if match.empty:
-        raise _unknown_user(dialogue_id, dialogues["dialogue_id"], "PersonaChat", "dialogues (users)")
-    return _personachat_user(next(match.itertuples(index=False)))
+        raise _unknown_user(user_id, user_ids.unique(), "PersonaChat", "users (characters)")
+    return _personachat_user(user_id, match)
 
 
 def personachat_profiles(dialogues: pd.DataFrame) -> dict[int, UserProfile]:
-    """Profiles of every dialogue's "self" speaker, keyed by dialogue id."""
-    return {int(row.dialogue_id): _personachat_user(row) for row in dialogues.itertuples(index=False)}
+    """Profiles of every PersonaChat user (character), keyed by user id."""
+    user_ids = personachat_user_ids(dialogues)
+    return {int(u): _personachat_user(int(u), rows) for u, rows in dialogues.groupby(user_ids, sort=True)}

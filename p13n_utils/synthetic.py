@@ -116,17 +116,21 @@ def write_movielens_zip(ml: MovieLens, path: str | Path) -> Path:
 
 
 def personachat(n_dialogues: int = 10, seed: int = 0, min_turns: int = 1,
-                max_turns: int = 8) -> pd.DataFrame:
+                max_turns: int = 8, n_characters: int | None = None) -> pd.DataFrame:
     """Dialogues in the loader's schema: 4-5 persona facts, ``min_turns``..``max_turns``
-    (partner, self) turns with distinct texts."""
+    (partner, self) turns with distinct texts. Dialogue ``d`` plays character
+    ``d % n_characters`` (the same facts, as in ConvAI2, where a persona returns in several
+    dialogues); ``None``: every dialogue is a character of its own."""
     rng = np.random.default_rng(seed)
+    n_characters = n_characters or n_dialogues
+    personas = [[f"i like {w} in town {c}." for w in rng.choice(WORDS, size=int(rng.integers(4, 6)), replace=False)]
+                for c in range(n_characters)]
     rows = []
     for d in range(n_dialogues):
-        facts = [f"i like {w}." for w in rng.choice(WORDS, size=int(rng.integers(4, 6)), replace=False)]
         n = int(rng.integers(min_turns, max_turns + 1))
         turns = [(f"partner {d}-{t} asks about {rng.choice(WORDS)} ?", f"self {d}-{t} says {rng.choice(WORDS)} .")
                  for t in range(n)]
-        rows.append({"dialogue_id": d, "persona": facts, "turns": turns})
+        rows.append({"dialogue_id": d, "persona": list(personas[d % n_characters]), "turns": turns})
     return pd.DataFrame(rows, columns=["dialogue_id", "persona", "turns"]).astype({"dialogue_id": "int64"})
 
 

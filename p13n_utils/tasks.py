@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -52,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, prompts
+from .profiles import normalize_fact, personachat_user_ids
 from .splits import personachat_split, temporal_split
 
 __all__ = [
@@ -59,7 +59,8 @@ __all__ = [
     "personachat_prompts", "score_personachat", "per_user_nll", "record_ppl",
     "generate_personachat", "paired_difference", "context_with_fallback",
     "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
-    "item_mean_predictions", "segment_item_mean_predictions", "bias_predictions", "rating_errors", "model_fingerprint",
+    "item_mean_predictions", "segment_item_mean_predictions", "bias_predictions", "rating_errors",
+    "record_rating_errors", "model_fingerprint", "memo",
     "movie_descriptions",
 ]
 
@@ -92,7 +93,7 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:16]
 
 
-def _memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
+def memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
     """Return ``compute()``, stored as JSON under ``CACHE_DIR/lm/<kind>-<hash>.json``."""
     if not cache:
         return compute()
@@ -107,60 +108,6 @@ def _memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
 
 
 # =========================================================================== PersonaChat
-def normalize_fact(fact: str) -> str:
-    """Lower-case, expand "i'm", drop punctuation and extra spaces: ``"I'm tall."`` ->
-    ``"i am tall"`` (used to match the same fact across dialogues)."""
-    text = str(fact).lower().replace("i'm", "i am").replace("'", "")
-    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text).split())
-
-
-def personachat_user_ids(dialogues: pd.DataFrame, min_shared: int = 2) -> pd.Series:
-    """The user (character) of each dialogue: dialogues that share at least ``min_shared``
-    normalised persona facts belong to the same user (connected components).
-
-    Parameters
-    ----------
-    dialogues : DataFrame
-        From :func:`p13n_utils.data.load_personachat` (columns ``dialogue_id``, ``persona``).
-    min_shared : int, default 2
-        Facts two dialogues must share to be linked. On ConvAI2 ``valid`` this gives exactly
-        the 100 personas of the file (each in 5–18 dialogues).
-
-    Returns
-    -------
-    Series
-        ``user_id`` (int64, numbered 0, 1, … in order of first appearance), indexed like
-        ``dialogues``. A dialogue without facts is a user of its own.
-    """
-    if "persona" not in dialogues:
-        raise KeyError("dialogues needs a 'persona' column; pass data.load_personachat(...)")
-    n = len(dialogues)
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    by_fact: dict[str, list[int]] = {}
-    for i, facts in enumerate(dialogues["persona"]):
-        for fact in {normalize_fact(f) for f in facts}:
-            by_fact.setdefault(fact, []).append(i)
-    shared: dict[tuple[int, int], int] = {}
-    for members in by_fact.values():
-        for a_pos, a in enumerate(members):
-            for b in members[a_pos + 1:]:
-                shared[(a, b)] = shared.get((a, b), 0) + 1
-    for (a, b), count in shared.items():
-        if count >= min_shared:
-            parent[find(a)] = find(b)
-    roots = [find(i) for i in range(n)]
-    numbering: dict[int, int] = {}
-    ids = [numbering.setdefault(root, len(numbering)) for root in roots]
-    return pd.Series(ids, index=dialogues.index, name="user_id", dtype="int64")
-
-
 @dataclass
 class PersonaChatEval:
     """The PersonaChat evaluation set shared by every rung (see :func:`personachat_eval_set`).
@@ -309,7 +256,7 @@ def score_personachat(model, tokenizer, items: pd.DataFrame, context_fn: Context
         frame = score(model, tokenizer, texts, targets, batch_size=batch_size, progress=progress)
         return frame.to_dict(orient="list")
 
-    frame = pd.DataFrame(_memo("score", payload, compute, cache))
+    frame = pd.DataFrame(memo("score", payload, compute, cache))
     ids = items[["dialogue_id", "user_id", "turn"]].reset_index(drop=True)
     return pd.concat([ids, frame], axis=1)
 
@@ -336,6 +283,24 @@ def record_ppl(task: str, level: str, method: str, per_user: pd.Series, n_resamp
                           float(np.exp(upper)), n=len(per_user))
 
 
+def record_rating_errors(task: str, level: str, method: str, errors: pd.DataFrame, n_resamples: int = 2000,
+                         seed: int = 0) -> dict:
+    """Record ``mae`` and ``rmse`` of per-user rating errors (:func:`rating_errors`), each with
+    a bootstrap interval over users, and return both rows as ``{"mae": row, "rmse": row}``.
+
+    ``mae`` is the mean over users of the user's MAE. ``rmse`` is ``sqrt(mean over users of
+    the user's MSE)`` and its interval the square root of the MSE's interval (the percentile
+    bootstrap commutes with a monotone map): averaging per-user RMSEs instead would, with one
+    rating per user, just repeat the MAE."""
+    from . import results
+
+    mae = results.record_ci(task, level, method, "mae", errors["mae"], n_resamples=n_resamples, seed=seed)
+    mean, lower, upper = results.bootstrap_ci(errors["mse"].to_numpy(), n_resamples=n_resamples, seed=seed)
+    rmse = results.record(task, level, method, "rmse", float(np.sqrt(mean)), float(np.sqrt(lower)),
+                          float(np.sqrt(upper)), n=len(errors))
+    return {"mae": mae, "rmse": rmse}
+
+
 def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: ContextFn | None = None,
                          header: str = prompts.HEADERS["user"], n_history: int = 2,
                          max_new_tokens: int = 24, batch_size: int = 16, seed: int = 0,
@@ -346,7 +311,7 @@ def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: Cont
     texts = personachat_prompts(tokenizer, items, context_fn, header, n_history)
     payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts,
                "max_new_tokens": max_new_tokens, "seed": seed}
-    return list(_memo("generate", payload,
+    return list(memo("generate", payload,
                       lambda: generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
                                        batch_size=batch_size, seed=seed, progress=False), cache))
 
@@ -503,7 +468,7 @@ def predict_ratings(model, tokenizer, prompt_texts: Sequence[str], batch_size: i
     prompt_texts = list(prompt_texts)
     payload = {"model": model_fingerprint(model) if cache else "", "prompts": prompt_texts,
                "labels": prompts.RATING_CANDIDATES}
-    probs = np.asarray(_memo("labels", payload, lambda: next_token_distribution(
+    probs = np.asarray(memo("labels", payload, lambda: next_token_distribution(
         model, tokenizer, prompt_texts, prompts.RATING_CANDIDATES, batch_size=batch_size).tolist(), cache),
         dtype=float).reshape(len(prompt_texts), len(prompts.RATING_CANDIDATES))
     return probs @ np.arange(1, 6, dtype=float), probs

@@ -222,3 +222,89 @@ def test_cat_merging_is_the_exact_weighted_sum_and_linear_is_not():
         alignment.merge_adapters(model, ["persona_0", "persona_7"], [0.5, 0.5], "x")
     with pytest.raises(ValueError, match="one weight per adapter"):
         alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0], "x")
+
+
+# --------------------------------------------------------------------------- helpers of notebook 07
+def test_bt_features_stack_one_product_block_per_condition():
+    rng = np.random.default_rng(0)
+    r, a, b = rng.normal(size=(3, 5, 4))
+    features = alignment.bt_features(r, [a, b])
+    np.testing.assert_allclose(features, np.hstack([r, a * r, b * r]), rtol=1e-6)
+    np.testing.assert_allclose(alignment.bt_features(r, a), np.hstack([r, a * r]), rtol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        alignment.bt_features(r, [a, b[:, :2]])
+
+
+def test_preference_logps_count_tokens_and_memoise_by_model(tmp_path, monkeypatch):
+    from p13n_utils import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
+    model, tok = tiny_lm()
+    fresh = alignment.preference_logps(model, tok, PREFS, batch_size=2)
+    # tokens: the response's words and its eos token
+    assert fresh["chosen_tokens"].tolist() == [len(c.split()) + 1 for c in PREFS["chosen"]]
+    assert fresh["rejected_tokens"].tolist() == [len(r.split()) + 1 for r in PREFS["rejected"]]
+    # the summed logp of one pair, by hand from the logits
+    prompt_ids = tok(PREFS["prompt"][0])["input_ids"]
+    target = tok(PREFS["chosen"][0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([prompt_ids + target])).logits[0], -1)
+    by_hand = sum(logp[len(prompt_ids) - 1 + j, t].item() for j, t in enumerate(target))
+    assert fresh["chosen_logp"][0] == pytest.approx(by_hand, abs=1e-4)
+    cached = alignment.preference_logps(model, tok, PREFS, cache=True)
+    assert list((tmp_path / "lm").glob("preference_logps-*.json"))
+    pd.testing.assert_frame_equal(cached, alignment.preference_logps(model, tok, PREFS, cache=True))
+    np.testing.assert_allclose(cached["chosen_logp"], fresh["chosen_logp"], atol=1e-5)
+    other, _ = tiny_lm(seed=1)                                   # other weights: not the memo's answer
+    assert not np.allclose(alignment.preference_logps(other, tok, PREFS, cache=True)["chosen_logp"],
+                           cached["chosen_logp"])
+
+
+def test_dpo_margins_from_logps_equal_the_implicit_reward_margin(tmp_path):
+    model, tok = tiny_lm()
+    policy, _, loaded = alignment.train_or_load_dpo_lora(model, tok, PREFS, tmp_path / "dpo", adapter_name="dpo",
+                                                         beta=0.5, steps=4, lr=3e-2, batch_size=3, r=4)
+    assert not loaded
+    with finetune.use_adapter(policy, None):
+        reference = alignment.preference_logps(policy, tok, PREFS)
+    margins = alignment.dpo_margins(alignment.preference_logps(policy, tok, PREFS), reference, beta=0.5)
+    np.testing.assert_allclose(margins, alignment.implicit_reward_margin(policy, tok, PREFS, beta=0.5,
+                                                                         adapter_name="dpo"), atol=1e-6)
+    with pytest.raises(ValueError, match="same pairs"):
+        alignment.dpo_margins(reference.iloc[:2], reference)
+
+
+def test_train_or_load_dpo_lora_loads_the_saved_adapter_and_retrains_on_new_settings(tmp_path):
+    directory = tmp_path / "adapters" / "dpo_global"
+    settings = dict(beta=0.5, steps=3, lr=3e-2, batch_size=3, r=4)
+    model, tok = tiny_lm()
+    trained, log, loaded = alignment.train_or_load_dpo_lora(model, tok, PREFS, directory, "dpo_global", **settings)
+    assert not loaded and (directory / "adapter_model.safetensors").is_file()
+    assert not [p for p in directory.parent.iterdir() if p.name.startswith(".")]     # no temporary folder left
+    expected = logits_of(trained, tok)
+    fresh_model, _ = tiny_lm()
+    again, log2, loaded = alignment.train_or_load_dpo_lora(fresh_model, tok, PREFS, directory, "dpo_global",
+                                                           **settings)
+    assert loaded and log2.losses == log.losses and log2.metrics == log.metrics
+    assert again.active_adapter == "dpo_global"
+    torch.testing.assert_close(logits_of(again, tok), expected)
+    other_model, _ = tiny_lm()                                    # other settings: trained again, replaced
+    _, log3, loaded = alignment.train_or_load_dpo_lora(other_model, tok, PREFS, directory, "dpo_global",
+                                                       **{**settings, "steps": 2})
+    assert not loaded and log3.steps == 2
+    with pytest.raises(ValueError, match="empty"):
+        alignment.train_or_load_dpo_lora(other_model, tok, PREFS.iloc[:0], tmp_path / "x", "x")
+
+
+def test_soup_weights_go_from_the_nearest_adapter_to_the_uniform_average():
+    sims = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.25]])
+    np.testing.assert_array_equal(alignment.soup_weights(sims, 0), [[1, 0, 0], [0, 1, 0]])
+    np.testing.assert_allclose(alignment.soup_weights(sims, np.inf), np.full((2, 3), 1 / 3))
+    sharp, soft = alignment.soup_weights(sims, 0.05), alignment.soup_weights(sims, 1.0)
+    np.testing.assert_allclose(sharp.sum(axis=1), 1) and np.testing.assert_allclose(soft.sum(axis=1), 1)
+    assert sharp[0, 0] > soft[0, 0] > 1 / 3                       # a lower temperature favours the nearest
+    assert alignment.soup_weights(sims[0], 0.1).shape == (3,)
+    with pytest.raises(ValueError, match="temperature"):
+        alignment.soup_weights(sims, -1)
+    with pytest.raises(ValueError, match="NaN"):
+        alignment.soup_weights([[np.nan, 1.0]], 0.1)

@@ -408,3 +408,59 @@ def test_lora_on_smollm2_moves_the_rating_read_by_predict_ratings():
     assert log.trainable_params == 30 * 8 * ((576 + 576) * 2 + (576 + 192) * 2)      # r=8 on q, k, v, o
     _, after = tasks.predict_ratings(model, tok, pairs["prompt"], cache=False)
     assert after[0, 4] > before[0, 4] + 0.1                                         # p("5") went up
+
+
+# --------------------------------------------------------------------------- one adapter per group
+def test_train_adapters_one_per_user_with_the_fallback_and_a_store(tmp_path):
+    model, tok = tiny_lm()
+    pairs = pd.DataFrame(PAIRS * 2, columns=["prompt", "target"]).assign(user_id=[1, 1, 1, 1, 2, 2, 2, 3])
+    store = finetune.AdapterStore(tmp_path / "oppu")
+    groups = np.array([1, 2, 3, 4])                                   # numpy ids, as pandas gives them
+    model, logs, skipped = finetune.train_adapters(model, tok, pairs, groups=groups, min_pairs=2, store=store,
+                                                   r=4, steps=3, lr=3e-2, batch_size=2)
+    assert sorted(logs) == [1, 2] and all(log.steps == 3 for log in logs.values())
+    assert logs[1].n_examples == 4 and logs[2].n_examples == 3
+    assert sorted(skipped) == [3, 4]                                   # 1 pair and no pair: fallback
+    assert isinstance(skipped[3], finetune.NotEnoughHistoryError) and skipped[3].n_pairs == 1
+    assert skipped[4].n_pairs == 0
+    assert store.users() == [1, 2] and not finetune._has_injected_adapters(model)   # saved, then unloaded
+    assert all(type(u) is int for u in store.users())                  # ids compare equal to the data's
+    base_logits = logits_of(model, tok)
+    torch.testing.assert_close(base_logits, logits_of(tiny_lm()[0], tok))
+    model = store.activate(model, 1)                                  # wraps the base once
+    one = logits_of(model, tok)
+    two = logits_of(store.activate(model, 2), tok)                    # then only switches
+    model = store.switch(model, 1)                                    # ... and unloads the others
+    assert list(model.peft_config) == ["user_1"]
+    torch.testing.assert_close(logits_of(model, tok), one)
+    model = store.switch(model, 2)
+    assert list(model.peft_config) == ["user_2"]
+    torch.testing.assert_close(logits_of(model, tok), two)
+    model.delete_adapter("user_2")                                    # no adapter left at all
+    model = store.switch(model, 1)
+    torch.testing.assert_close(logits_of(model, tok), one)
+    assert not torch.allclose(one, base_logits) and not torch.allclose(one, two)
+    # the same seed and data give the same adapter as train_lora alone
+    alone, tok = tiny_lm()
+    alone, _ = finetune.train_lora(alone, tok, pairs[pairs["user_id"] == 1], r=4, steps=3, lr=3e-2, batch_size=2,
+                                   adapter_name="user_1")
+    torch.testing.assert_close(logits_of(alone, tok), one)
+    with pytest.raises(TypeError, match="user_id"):
+        finetune.train_adapters(model, tok, pairs.drop(columns="user_id"), steps=1)
+
+
+def test_train_adapters_without_a_store_keeps_them_side_by_side_and_plain_model_removes_them():
+    model, tok = tiny_lm()
+    before = logits_of(model, tok)
+    pairs = pd.DataFrame(PAIRS, columns=["prompt", "target"]).assign(persona=[0, 0, 1, 1])
+    peft_model, logs, skipped = finetune.train_adapters(model, tok, pairs, by="persona", prefix="persona",
+                                                        r=4, steps=2, lr=3e-2)
+    assert sorted(peft_model.peft_config) == ["persona_0", "persona_1"] and not skipped and len(logs) == 2
+    with finetune.use_adapter(peft_model, "persona_0"):
+        assert not torch.allclose(logits_of(peft_model, tok), before)
+    plain = finetune.plain_model(peft_model)
+    assert not finetune._has_injected_adapters(plain)
+    torch.testing.assert_close(logits_of(plain, tok), before)          # removed, not merged
+    assert finetune.plain_model(plain) is plain
+    with pytest.raises(ValueError, match="no groups"):
+        finetune.train_adapters(plain, tok, pairs.iloc[:0], by="persona", steps=1)

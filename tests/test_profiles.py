@@ -56,7 +56,7 @@ def test_unknown_user_is_a_keyerror_with_the_user_count(ml):
     with pytest.raises(KeyError, match="has 15 users .ids 1..15"):
         profiles.movielens_profile(ml, 999)
     dialogues = synthetic.personachat(n_dialogues=4)
-    with pytest.raises(KeyError, match="4 dialogues"):
+    with pytest.raises(KeyError, match="has 4 users .characters."):
         profiles.personachat_profile(dialogues, 42)
 
 
@@ -91,20 +91,30 @@ def test_movielens_profiles_equal_single_builds(ml):
         pd.testing.assert_frame_equal(everyone[user].preferences, one.preferences)
 
 
-def test_personachat_profile_facts_and_own_turns():
-    dialogues = synthetic.personachat(n_dialogues=5, seed=2, min_turns=3)
-    p = profiles.personachat_profile(dialogues, 3)
-    row = dialogues.set_index("dialogue_id").loc[3]
-    assert p.attributes == {"persona_facts": row["persona"]}
-    assert p.texts[p.texts["source"] == "persona"]["text"].tolist() == row["persona"]
+def test_personachat_profile_is_a_character_across_its_dialogues():
+    dialogues = synthetic.personachat(n_dialogues=5, seed=2, min_turns=3, n_characters=3)
+    # dialogue 4 plays the character of dialogue 1, its facts reworded (case, punctuation)
+    dialogues.at[4, "persona"] = [f.upper().rstrip(".") for f in dialogues.at[1, "persona"]]
+    ids = profiles.personachat_user_ids(dialogues)
+    user = int(ids.iloc[1])
+    assert ids.iloc[4] == user and ids.nunique() == 3
+    p = profiles.personachat_profile(dialogues, user)
+    assert p.attributes == {"persona_facts": dialogues.at[1, "persona"], "dialogue_ids": [1, 4]}
+    assert p.texts[p.texts["source"] == "persona"]["text"].tolist() == dialogues.at[1, "persona"]
     own = p.texts[p.texts["source"] == "dialogue"]
-    assert own["text"].tolist() == [reply for _, reply in row["turns"]]
-    assert own["timestamp"].tolist() == list(range(len(row["turns"])))
-    partner_lines = {partner for partner, _ in row["turns"]}
+    expected = [r for d in (1, 4) for _, r in dialogues.at[d, "turns"]]
+    assert own["text"].tolist() == expected
+    assert own["timestamp"].tolist() == list(range(len(expected)))
+    assert own["item_id"].tolist() == [d for d in (1, 4) for _ in dialogues.at[d, "turns"]]
+    partner_lines = {partner for d in (1, 4) for partner, _ in dialogues.at[d, "turns"]}
     assert not partner_lines & set(p.texts["text"])
     split = splits.personachat_split(dialogues, 1, 1)
-    trained = profiles.personachat_profile(split.train, 3)
-    assert set(split.test[split.test["dialogue_id"] == 3]["reply"]).isdisjoint(trained.texts["text"])
+    trained = profiles.personachat_profile(split.train, user)
+    held_out = set(split.test[split.test["dialogue_id"].isin([1, 4])]["reply"])
+    assert held_out and held_out.isdisjoint(trained.texts["text"])
+    everyone = profiles.personachat_profiles(dialogues)
+    assert sorted(everyone) == sorted(ids.unique())
+    pd.testing.assert_frame_equal(everyone[user].texts, p.texts)
 
 
 def test_summary_is_short_on_the_real_data():
@@ -114,4 +124,7 @@ def test_summary_is_short_on_the_real_data():
     assert len(text.splitlines()) <= 10 and max(map(len, text.splitlines())) <= 200
     assert len(p.preferences) == 200 and len(p.interactions) == 2698
     pc = data.load_personachat()
-    assert len(profiles.personachat_profile(pc, 0).summary().splitlines()) <= 10
+    character = profiles.personachat_profile(pc, 0)
+    assert len(character.summary().splitlines()) <= 10
+    assert len(character.attributes["dialogue_ids"]) >= 5  # a character plays 5-18 dialogues
+    assert len(profiles.personachat_profiles(pc)) == 100

@@ -185,6 +185,18 @@ def test_rating_errors_checks_lengths():
         tasks.rating_errors(pairs, [3.0])
 
 
+def test_record_rating_errors_rmse_is_the_root_of_the_mean_squared_error():
+    results.clear()
+    pairs = pd.DataFrame({"user_id": [1, 2, 3], "rating": [4.0, 2.0, 5.0]})  # one rating per user
+    err = tasks.rating_errors(pairs, [3.0, 4.0, 5.0])                          # errors 1, 2, 0
+    rows = tasks.record_rating_errors("movielens-rating", "global", "m", err, n_resamples=200)
+    assert rows["mae"]["value"] == pytest.approx(1.0)
+    assert rows["rmse"]["value"] == pytest.approx(np.sqrt(5 / 3))           # not the MAE again
+    assert rows["rmse"]["lower"] <= rows["rmse"]["value"] <= rows["rmse"]["upper"]
+    assert [r["metric"] for r in results.rows()] == ["mae", "rmse"]
+    results.clear()
+
+
 # --------------------------------------------------------------------------- with the real LM
 def test_scoring_and_rating_with_the_default_model(lm_cache):
     from p13n_utils import generation, models
