@@ -85,8 +85,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "personas.n_facts": (4, 4, 4),  # central facts in a PersonaChat persona description
     "personas.ml_k_grid": ((1, 2, 4), (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30),
                            (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 30, 40)),  # MovieLens k tried on validation
-    # 04_user_prompting: a nested subset of 02's evaluation sets (same users, fewer items: LM
-    # scoring reads ~300-600 prompt tokens/s on a 2-core CPU; the full profile uses every item)
+    # 04_user_prompting: 02's evaluation sets (smoke: a nested subset of them)
     "p04.pc_users": (3, None, None),  # PersonaChat users scored here (None: every evaluated user)
     "p04.pc_dialogues_per_user": (1, None, None),  # of each user's evaluated dialogues (None: all)
     "p04.ml_users": (3, None, None),  # MovieLens users scored here (None: every evaluated user)
@@ -94,7 +93,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p04.ml_context_ratings": (4, 8, 8),  # most recent ratings in the contextual prompt
     "p04.summary_tokens": (12, 40, 48),  # max new tokens of an LM-written profile summary
     "p04.gen_users": (2, 100, None),  # users with generated replies (rougeL, persona_sim)
-    # 05_user_rag: the k sweep costs ~16 prompts per item and split (validation and test)
+    # 05_user_rag: the k sweep costs ~21 prompts per item and split (validation and test)
     "p05.pc_users": (2, None, None),  # PersonaChat users in the sweep (None: every evaluated user)
     "p05.pc_dialogues_per_user": (1, 1, None),  # held-out dialogues per user in the sweep
     "p05.ml_users": (2, None, None),  # MovieLens users in the sweep (None: every evaluated user)
