@@ -35,6 +35,16 @@ def figures_dir() -> Path:
     return path
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository (``build/cache/...``) when it lies inside it, else as
+    given: for messages and notebook outputs that must not show a machine's absolute paths."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
     that a reader (or a crash) never sees a half-written file. Creates the folder."""

@@ -79,7 +79,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import prompts
+from . import config, prompts
 
 __all__ = [
     "IGNORE_INDEX", "DEFAULT_TARGET_MODULES", "NotEnoughHistoryError", "AdapterMismatchError",
@@ -968,7 +968,7 @@ def _check_adapter_fits(model, directory: Path, check_weights: bool) -> None:
     for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
         if key in saved and saved[key] != here[key]:
             raise AdapterMismatchError(
-                f"the adapter in {directory} was trained on {saved.get('name')!r} ({key}={saved[key]}), but this "
+                f"the adapter in {config.display_path(directory)} was trained on {saved.get('name')!r} ({key}={saved[key]}), but this "
                 f"model is {here['name']!r} ({key}={here[key]}): load it into the base model it was trained on")
     # the shapes of the LoRA matrices against the modules they adapt
     base = _base_model(model)
@@ -983,7 +983,7 @@ def _check_adapter_fits(model, directory: Path, check_weights: bool) -> None:
                     module = base.get_submodule(module_name)
                 except AttributeError:
                     raise AdapterMismatchError(
-                        f"the adapter in {directory} adapts {module_name!r}, which this model "
+                        f"the adapter in {config.display_path(directory)} adapts {module_name!r}, which this model "
                         f"({here['name']!r}) does not have: it was trained on another base model "
                         f"({saved.get('name', 'unknown')!r})") from None
                 module = getattr(module, "base_layer", module)
@@ -992,12 +992,12 @@ def _check_adapter_fits(model, directory: Path, check_weights: bool) -> None:
                 got = shape[1] if ".lora_A." in key else shape[0]
                 if got != expected:
                     raise AdapterMismatchError(
-                        f"the adapter in {directory} has {key} of shape {tuple(shape)}, but {module_name} of this "
+                        f"the adapter in {config.display_path(directory)} has {key} of shape {tuple(shape)}, but {module_name} of this "
                         f"model ({here['name']!r}) needs {expected} features: it was trained on another base model "
                         f"({saved.get('name', 'unknown')!r})")
     if check_weights and "weights" in saved and saved["weights"] != here["weights"]:
         raise AdapterMismatchError(
-            f"the adapter in {directory} was trained on base weights {saved['weights']} ({saved.get('name')!r}) but "
+            f"the adapter in {config.display_path(directory)} was trained on base weights {saved['weights']} ({saved.get('name')!r}) but "
             f"this model's weights are {here['weights']} ({here['name']!r}): same architecture, other weights. "
             "A per-user (OPPU) adapter must be loaded into the base with the global adapter merged "
             "(merge_into_base), a global adapter into the plain base. check_weights=False skips this check.")
@@ -1034,7 +1034,7 @@ def load_adapter(model, directory, adapter_name: str, check_weights: bool = True
 
     directory = Path(directory)
     if not (directory / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{directory} is not an adapter folder (no adapter_config.json); "
+        raise FileNotFoundError(f"{config.display_path(directory)} is not an adapter folder (no adapter_config.json); "
                                 "save adapters with finetune.save_adapter")
     _check_adapter_fits(model, directory, check_weights)
     if _is_peft(model):
@@ -1093,7 +1093,7 @@ class AdapterStore:
     def _check_known(self, user) -> None:
         if not (self.path(user) / ADAPTER_META).is_file():
             known = self.users()
-            raise KeyError(f"no adapter for user {user!r} in {self.root}; users with an adapter: {known[:20]}"
+            raise KeyError(f"no adapter for user {user!r} in {config.display_path(self.root)}; users with an adapter: {known[:20]}"
                            f"{'...' if len(known) > 20 else ''} ({len(known)} users). Fall back to the global "
                            "adapter for this user, or train one (train_lora + AdapterStore.save)")
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from p13n_utils import config
@@ -72,3 +74,9 @@ def test_atomic_write_text_and_bytes_leave_no_temporary_files(tmp_path):
     config.atomic_write(target, b"\x00\x01")
     assert target.read_bytes() == b"\x00\x01"
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.json"]
+
+
+def test_display_path_hides_the_machine_specific_prefix(tmp_path):
+    inside = config.REPO_ROOT / "build" / "cache" / "adapters"
+    assert config.display_path(inside) == str(Path("build") / "cache" / "adapters")
+    assert config.display_path(tmp_path) == str(tmp_path)  # outside the repository: unchanged
