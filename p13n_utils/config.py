@@ -87,6 +87,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "tasks.ml_per_user": (3, 3, 3),  # held-out ratings per user (test; as many for validation)
     "tasks.topk_k": (10, 10, 10),  # cut-off of the movielens-topk metrics
     "lm.batch_size": (8, 16, 64),  # prompts per forward pass
+    "lm.dtype": ("auto", "auto", "auto"),  # LM weights in 02-05 (inference): auto = bfloat16 where native
     "lm.max_new_tokens": (24, 24, 32),  # length of a generated PersonaChat reply
     # 03_persona_level
     "personas.pc_k_grid": ((1, 2, 4), (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50),
@@ -108,7 +109,8 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p05.pc_dialogues_per_user": (1, 1, None),  # held-out dialogues per user in the sweep
     "p05.ml_users": (2, None, None),  # MovieLens users in the sweep (None: every evaluated user)
     "p05.ml_ratings_per_user": (1, 1, None),  # held-out ratings per user in the sweep
-    "p05.k_values": ((0, 1), (0, 1, 2, 4, 8, 16), (0, 1, 2, 4, 8, 16, 32)),  # retrieved items per prompt
+    "p05.k_values": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8, 16, 32)),  # retrieved items per prompt
+    "p05.val_users": (2, 40, None),  # of those users, the ones whose validation items choose k
     # 06_user_finetuning (owned by the 06 notebook; add its knobs here)
     "p06.ml_users": (3, 24, None),  # MovieLens users evaluated (spread over history length; None: all)
     "p06.ml_ratings_per_user": (1, None, None),  # of each user's 3 test ratings (None: all)

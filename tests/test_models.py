@@ -80,6 +80,22 @@ def test_bad_dtype_is_a_clear_error():
         models.load_lm(dtype="float33")
 
 
+def test_auto_dtype_is_bfloat16_only_where_native(monkeypatch):
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert models.auto_dtype("cpu") == ("bfloat16" if native else "float32")
+    assert models.auto_dtype("mps") == "float32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert models.auto_dtype("cpu") == "float32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert models.auto_dtype("cpu") == "bfloat16"
+
+
+def test_load_lm_auto_dtype_follows_the_hardware(lm):
+    model, _ = models.load_lm(device="cpu", dtype="auto")
+    assert str(next(model.parameters()).dtype) == f"torch.{models.auto_dtype('cpu')}"
+    assert models.load_lm(device="cpu", dtype="auto")[0] is model  # cached under the resolved dtype
+
+
 def test_embedder_encodes_and_ranks_paraphrases_closer():
     embedder = models.load_embedder(device="cpu")
     assert models.load_embedder(device="cpu") is embedder
