@@ -234,7 +234,8 @@ def auto_dtype(device: str) -> str:
 
     kind = str(device).split(":")[0]
     if kind == "cuda":
-        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bfloat16" if native else "float32"
     if kind == "cpu":
         try:
             native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

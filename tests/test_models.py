@@ -88,6 +88,12 @@ def test_auto_dtype_is_bfloat16_only_where_native(monkeypatch):
     assert models.auto_dtype("cpu") == "float32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert models.auto_dtype("cpu") == "bfloat16"
+    # a GPU counts only with native bf16 (Ampere and later), not with torch's emulation
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert models.auto_dtype("cuda") == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert models.auto_dtype("cuda:0") == "bfloat16"
 
 
 def test_load_lm_auto_dtype_follows_the_hardware(lm):
