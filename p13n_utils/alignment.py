@@ -368,10 +368,14 @@ def encode_preferences(tokenizer, pairs, max_length: int | None = None) -> tuple
 
 def _pair_logps(model, chosen: list[dict], rejected: list[dict], indices, pad_id: int):
     """Summed log-probabilities of the chosen and rejected responses of the pairs ``indices``,
-    in one forward pass over a batch of [chosen ..., rejected ...] (as trl does)."""
+    in one forward pass over a batch of [chosen ..., rejected ...] (as trl does).
+
+    Returns ``(logp_chosen, logp_rejected, response_tokens, batch_tokens)``: the two tensors of
+    log-probabilities, the response tokens per sequence (chosen first, then rejected) and the
+    number of tokens in the batch."""
     batch = finetune.collate([chosen[i] for i in indices] + [rejected[i] for i in indices], pad_id)
-    logps, _ = finetune.sequence_logps(model, batch)
-    return logps[:len(indices)], logps[len(indices):], int(batch["attention_mask"].sum())
+    logps, response_tokens = finetune.sequence_logps(model, batch)
+    return logps[:len(indices)], logps[len(indices):], response_tokens, int(batch["attention_mask"].sum())
 
 
 def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: int | None = None,
@@ -413,10 +417,9 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
             with torch.no_grad():
                 for start in range(0, len(chosen), batch_size):
                     idx = list(range(start, min(start + batch_size, len(chosen))))
-                    batch = finetune.collate([chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
-                    logps, n_tokens = finetune.sequence_logps(model, batch)
-                    logps, n_tokens = logps.double().cpu().numpy(), n_tokens.cpu().numpy()
-                    out["chosen_logp"][idx], out["rejected_logp"][idx] = logps[:len(idx)], logps[len(idx):]
+                    lp_c, lp_r, n_tokens, _ = _pair_logps(model, chosen, rejected, idx, pad_id)
+                    n_tokens = n_tokens.cpu().numpy()
+                    out["chosen_logp"][idx], out["rejected_logp"][idx] = lp_c.double().cpu().numpy(), lp_r.double().cpu().numpy()
                     out["chosen_tokens"][idx], out["rejected_tokens"][idx] = n_tokens[:len(idx)], n_tokens[len(idx):]
         finally:
             model.train(was_training)
@@ -477,8 +480,8 @@ def train_dpo_lora(model, tokenizer, pairs, beta: float = 0.1, steps: int = 20, 
 
     def step_loss(indices):
         with torch.no_grad(), model.disable_adapter():
-            ref_c, ref_r, _ = _pair_logps(model, chosen, rejected, indices, pad_id)
-        pol_c, pol_r, n_tokens = _pair_logps(model, chosen, rejected, indices, pad_id)
+            ref_c, ref_r, _, _ = _pair_logps(model, chosen, rejected, indices, pad_id)
+        pol_c, pol_r, _, n_tokens = _pair_logps(model, chosen, rejected, indices, pad_id)
         loss, reward_c, reward_r = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
         margin = reward_c - reward_r
         return loss, n_tokens, {"margin": margin.mean(), "accuracy": (margin > 0).float().mean()}

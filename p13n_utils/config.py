@@ -104,7 +104,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p04.ml_context_ratings": (4, 8, 8),  # most recent ratings in the contextual prompt
     "p04.summary_tokens": (12, 40, 48),  # max new tokens of an LM-written profile summary
     "p04.gen_users": (2, 100, None),  # users with generated replies (rougeL, persona_sim)
-    # 05_user_rag: the k sweep costs ~21 prompts per item and split (validation and test)
+    # 05_user_rag: the k sweep costs 17 prompts per item and split (4 retrievers x 4 k > 0, + global)
     "p05.pc_users": (2, None, None),  # PersonaChat users in the sweep (None: every evaluated user)
     "p05.pc_dialogues_per_user": (1, 1, None),  # held-out dialogues per user in the sweep
     "p05.ml_users": (2, None, None),  # MovieLens users in the sweep (None: every evaluated user)

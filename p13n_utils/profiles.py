@@ -304,8 +304,9 @@ def _personachat_user(user_id: int, rows: pd.DataFrame) -> UserProfile:
     facts, seen = [], set()
     for persona in rows["persona"]:
         for fact in persona:
-            if normalize_fact(fact) not in seen:
-                seen.add(normalize_fact(fact))
+            key = normalize_fact(fact)
+            if key not in seen:
+                seen.add(key)
                 facts.append(fact)
     replies = [(int(d), reply) for d, turns in zip(rows["dialogue_id"], rows["turns"]) for _, reply in turns]
     texts = pd.DataFrame({

@@ -312,8 +312,8 @@ def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: Cont
     payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts,
                "max_new_tokens": max_new_tokens, "seed": seed}
     return list(memo("generate", payload,
-                      lambda: generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
-                                       batch_size=batch_size, seed=seed, progress=False), cache))
+                     lambda: generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, seed=seed, progress=False), cache))
 
 
 def paired_difference(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:

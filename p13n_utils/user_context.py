@@ -44,7 +44,7 @@ from .tasks import movie_descriptions  # re-exported: user-context lines and cor
 
 __all__ = [
     "SUMMARY_HEADER", "SUMMARY_SYSTEM", "PC_SUMMARY_PREFIX", "ML_SUMMARY_PREFIX",
-    "evaluated_users", "pc_items", "ml_items", "pc_facts", "pc_replies", "derangement",
+    "evaluated_users", "pc_items", "ml_items", "restrict_to_items", "pc_facts", "pc_replies", "derangement",
     "movie_descriptions", "ml_history_lines", "pc_summary_prompt", "ml_summary_prompt",
     "clean_summary", "profile_summaries", "select_per_user", "compose_choice", "with_fallback",
     "pc_corpus", "ml_corpus",
@@ -111,6 +111,35 @@ def ml_items(rv, users: Sequence, ratings_per_user: int | None = 1) -> tuple[pd.
         return mine.reset_index(drop=True)
 
     return pick(rv.val), pick(rv.test)
+
+
+def restrict_to_items(frame: pd.DataFrame, items: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``frame`` (per-item results) for the rows of ``items``, in their order.
+
+    E.g. notebook 02's global scores of every held-out item, cut down to the items a later
+    notebook evaluates, so that its comparisons with the global prompt are paired.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Results with the ``keys`` columns, at most one row per item.
+    items : DataFrame
+        The items wanted (``keys`` columns), e.g. the output of :func:`pc_items` or :func:`ml_items`.
+    keys : list of str
+        Columns that identify an item: ``["dialogue_id", "turn"]`` or ``["user_id", "item_id"]``.
+
+    Raises
+    ------
+    KeyError
+        If an item has no row in ``frame`` (score those items first).
+    """
+    keys = list(keys)
+    out = items[keys].merge(frame, on=keys, how="left", validate="one_to_one", indicator=True)
+    missing = int((out["_merge"] == "left_only").sum())
+    if missing:
+        raise KeyError(f"{missing} of {len(items)} items have no row in frame (matched on {keys}); "
+                       "score them first")
+    return out.drop(columns="_merge")
 
 
 # =========================================================================== contextual
@@ -319,11 +348,11 @@ def compose_choice(choice: pd.Series, per_candidate: dict, items: pd.DataFrame, 
         frame = per_candidate[candidate]
         parts.append(frame[frame["user_id"].isin(users)].assign(choice=candidate))
     chosen = pd.concat(parts, ignore_index=True).drop_duplicates(keys)
-    out = items[keys].merge(chosen.drop(columns=[c for c in ("user_id",) if c not in keys]), on=keys, how="left",
-                            validate="one_to_one")
-    if out["choice"].isna().any():
-        raise KeyError(f"{int(out['choice'].isna().sum())} items have no result for their chosen candidate; "
-                       "score the chosen candidate on those users' test items")
+    try:
+        out = restrict_to_items(chosen.drop(columns=[c for c in ("user_id",) if c not in keys]), items, keys)
+    except KeyError:
+        raise KeyError("some items have no result for their chosen candidate; score the chosen candidate on "
+                       "those users' test items") from None
     return out.assign(user_id=items["user_id"].to_numpy())
 
 

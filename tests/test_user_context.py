@@ -181,6 +181,17 @@ def test_clean_summary_drops_loops_and_keeps_two_sentences():
 
 
 # --------------------------------------------------------------------------- refinement
+def test_restrict_to_items_keeps_the_items_order_and_names_missing_ones():
+    scores = pd.DataFrame({"dialogue_id": [3, 1, 2], "turn": [5, 5, 5], "nll": [3.0, 1.0, 2.0]})
+    items = pd.DataFrame({"dialogue_id": [2, 3], "turn": [5, 5], "user_id": [11, 12]})
+    out = uc.restrict_to_items(scores, items, ["dialogue_id", "turn"])
+    assert out.columns.tolist() == ["dialogue_id", "turn", "nll"] and out["nll"].tolist() == [2.0, 3.0]
+    with pytest.raises(KeyError, match="1 of 2 items have no row"):
+        uc.restrict_to_items(scores.iloc[1:], items, ["dialogue_id", "turn"])
+    with pytest.raises(pd.errors.MergeError):  # two rows for one item
+        uc.restrict_to_items(pd.concat([scores, scores]), items, ["dialogue_id", "turn"])
+
+
 def test_compose_choice_takes_each_users_chosen_candidate():
     items = pd.DataFrame({"dialogue_id": [1, 2, 3], "turn": [5, 5, 5], "user_id": [10, 11, 12]})
     a = items.assign(nll=[1.0, 1.0, 1.0])
