@@ -6,14 +6,14 @@ PY     := $(VENV)/bin/python
 PINS   := requirements.txt requirements-models.txt pyproject.toml
 HASH   := $(shell cat $(PINS) | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(HASH)
-PROFILE ?= default
+SIZE ?= default
 
 .PHONY: run test venv clean
 
-run: $(STAMP)  ## execute the whole notebook series (default profile), write figures/results.*
-	$(PY) -m p13n_utils.run --profile $(PROFILE)
+run: $(STAMP)  ## execute the whole notebook series (default size), write figures/results.*
+	$(PY) -m p13n_utils.run --size $(SIZE)
 
-test: $(STAMP)  ## unit tests, every notebook in the smoke profile, nbval on the committed outputs
+test: $(STAMP)  ## unit tests, every notebook in the smoke size, nbval on the committed outputs
 	$(PY) -m pytest tests --nbval-lax notebooks
 
 venv: $(STAMP)

@@ -1,6 +1,6 @@
 """p13n_utils: the small shared package behind the p13n notebooks.
 
-One module per concern: config (paths, profiles, device, seeds), data (manifest, checksummed
+One module per concern: config (paths, run sizes, device, seeds), data (manifest, checksummed
 cache, loaders), splits, profiles (the four kinds of user data), synthetic (test data), models,
 generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
 personas, finetune, alignment, recsys and recsys_torch, metrics, plotting, results (the results

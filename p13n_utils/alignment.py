@@ -393,7 +393,7 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
         See :func:`p13n_utils.finetune.encode_pairs`.
     cache : bool, default False
         Memoise the result on disk (``config.CACHE_DIR / "lm"``), keyed by
-        :func:`p13n_utils.tasks.model_fingerprint` (weights, active adapter, adapters on or off)
+        :func:`p13n_utils.cache.fingerprint` (weights, active adapter, adapters on or off)
         and the exact texts, as the scorers of :mod:`p13n_utils.tasks` do.
 
     Returns
@@ -402,7 +402,7 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
         ``chosen_logp, rejected_logp, chosen_tokens, rejected_tokens``, one row per pair in input
         order (tokens: the response's tokens, its end-of-turn token included).
     """
-    from .tasks import memo, model_fingerprint
+    from .cache import fingerprint as model_fingerprint, memo
 
     triples = _as_triples(pairs)
 

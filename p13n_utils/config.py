@@ -1,13 +1,13 @@
-"""Paths, run profiles, device choice, seeds and CPU threading.
+"""Paths, run sizes, device choice, seeds and CPU threading.
 
 Every size a notebook uses lives in :data:`SIZES`, one line per knob with its value in each
-profile, so that switching ``PROFILE`` between ``smoke`` (CI, seconds), ``default`` (the
+run size, so that switching ``RUN_SIZE`` between ``smoke`` (CI, seconds), ``default`` (the
 tutorial on a 2-core CPU, minutes) and ``full`` (a GPU, every user) changes nothing else.
 
 A notebook starts with::
 
-    PROFILE = None                      # the cell tagged "parameters"; papermill overrides it
-    cfg = config.setup(PROFILE)         # resolves the profile, seeds, threads, device
+    RUN_SIZE = None                     # the cell tagged "parameters"; papermill overrides it
+    cfg = config.setup(RUN_SIZE)        # resolves the run size, seeds, threads, device
     cfg["rec.factors"]                  # any size from the table
 """
 
@@ -61,9 +61,10 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- profiles
-PROFILE_NAMES = ("smoke", "default", "full")
-DEFAULT_PROFILE = "default"
+# --------------------------------------------------------------------------- run sizes
+# The run-size knob is called RUN_SIZE (not "profile": that word means a *user profile* here).
+SIZE_NAMES = ("smoke", "default", "full")
+DEFAULT_SIZE = "default"
 
 # One line per knob: (smoke, default, full). ``None`` means "all of it".
 # Keep the lines grouped by the notebook that reads them.
@@ -74,7 +75,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     # 00_overview: nothing to size
     # 01_user_data
     "data.example_users": (1, 3, 3),
-    # the held-out data every later notebook shares: the same in every profile on purpose
+    # the held-out data every later notebook shares: the same in every run size on purpose
     "data.ml_test_per_user": (5, 5, 5),  # MovieLens: each user's last 5 ratings are test
     "data.cold_users_frac": (0.2, 0.2, 0.2),  # MovieLens: users held out whole (cold start)
     "data.pc_test_turns": (1, 1, 1),  # PersonaChat: last turn of each dialogue is test
@@ -129,7 +130,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p06.full_lr": (3e-5, 3e-5, 1e-5),
     "p06.soft_lr": (1e-2, 1e-2, 1e-2),
     "p06.n_virtual": (2, 8, 16),  # virtual tokens per user (soft prompt)
-    "p06.ml_persona_k": (4, 10, 10),  # MovieLens genre personas (03's choice in the default profile)
+    "p06.ml_persona_k": (4, 10, 10),  # MovieLens genre personas (03's choice in the default size)
     "p06.rag_k": (2, 8, 8),  # retrieved past ratings in the OPPU + RAG prompt (05's best k)
     # 07_preference_alignment (owned by the 07 notebook; add its knobs here)
     "p07.pc_train_turns": (60, 2000, None),  # PersonaChat training turns -> preference pairs (None: all)
@@ -158,26 +159,27 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
 }
 
 
-def validate_profile(name: str) -> str:
-    """Return ``name`` if it is a known profile, else raise a ValueError listing them."""
-    if name not in PROFILE_NAMES:
+def validate_size(name: str) -> str:
+    """Return ``name`` if it is a known run size, else raise a ValueError listing them."""
+    if name not in SIZE_NAMES:
         raise ValueError(
-            f"unknown profile {name!r}; valid profiles: {', '.join(PROFILE_NAMES)} "
-            "(set it with papermill -p PROFILE <name> or the env variable P13N_PROFILE)"
+            f"unknown run size {name!r}; valid sizes: {', '.join(SIZE_NAMES)} "
+            "(set it with papermill -p RUN_SIZE <name>, the runner's --size or the env variable "
+            "P13N_RUN_SIZE)"
         )
     return name
 
 
-def resolve_profile(profile: str | None = None) -> str:
-    """The profile to use: the explicit value (papermill parameter), else env
-    ``P13N_PROFILE``, else ``default``."""
-    name = profile or os.environ.get("P13N_PROFILE") or DEFAULT_PROFILE
-    return validate_profile(name)
+def resolve_size(size: str | None = None) -> str:
+    """The run size to use: the explicit value (papermill parameter), else env
+    ``P13N_RUN_SIZE``, else ``default``."""
+    name = size or os.environ.get("P13N_RUN_SIZE") or DEFAULT_SIZE
+    return validate_size(name)
 
 
 @dataclass(frozen=True)
-class Profile:
-    """The sizes of one profile; index it like a dict: ``cfg["rec.factors"]``."""
+class RunSize:
+    """The sizes of one run size; index it like a dict: ``cfg["rec.factors"]``."""
 
     name: str
     sizes: dict[str, Any] = field(repr=False)
@@ -188,18 +190,18 @@ class Profile:
         try:
             return self.sizes[key]
         except KeyError:
-            raise KeyError(f"no size {key!r} in the profiles table (p13n_utils.config.SIZES)") from None
+            raise KeyError(f"no size {key!r} in the sizes table (p13n_utils.config.SIZES)") from None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.sizes.get(key, default)
 
 
-def get_profile(profile: str | None = None) -> Profile:
-    """The sizes of ``profile`` (resolved as in :func:`resolve_profile`)."""
-    name = resolve_profile(profile)
-    column = PROFILE_NAMES.index(name)
+def get_sizes(size: str | None = None) -> RunSize:
+    """The sizes of run size ``size`` (resolved as in :func:`resolve_size`)."""
+    name = resolve_size(size)
+    column = SIZE_NAMES.index(name)
     sizes = {key: values[column] for key, values in SIZES.items()}
-    return Profile(name=name, sizes=sizes, device=get_device(), seed=sizes["seed"])
+    return RunSize(name=name, sizes=sizes, device=get_device(), seed=sizes["seed"])
 
 
 # --------------------------------------------------------------------------- device
@@ -256,10 +258,10 @@ def limit_threads(n_threads: int | None = None) -> int:
     return n_threads
 
 
-def setup(profile: str | None = None) -> Profile:
-    """What every notebook calls first: resolve the profile, seed, limit threads, pick the
-    device, quiet noisy libraries. Returns the :class:`Profile`."""
-    cfg = get_profile(profile)
+def setup(size: str | None = None) -> RunSize:
+    """What every notebook calls first: resolve the run size, seed, limit threads, pick the
+    device, quiet noisy libraries. Returns the :class:`RunSize`."""
+    cfg = get_sizes(size)
     set_seed(cfg.seed)
     limit_threads()
     quiet_libraries()

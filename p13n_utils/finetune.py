@@ -45,7 +45,7 @@ Bad input (documented fallbacks)
       :class:`AdapterMismatchError` saying what differs.
     * A save that fails half-way leaves nothing behind (temporary folder, then rename).
 
-Caching: :func:`p13n_utils.tasks.model_fingerprint` hashes every parameter of the model
+Caching: :func:`p13n_utils.cache.fingerprint` hashes every parameter of the model
 (adapters loaded but inactive included) and which adapter is active. Scoring one adapter per
 user or per persona passes ``cache=False`` to the scorers of :mod:`p13n_utils.tasks` anyway:
 each such score is computed once, and memoising it would only fill the disk.
@@ -62,7 +62,6 @@ Example
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -80,6 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config, prompts
+from .cache import fingerprint
 
 __all__ = [
     "IGNORE_INDEX", "DEFAULT_TARGET_MODULES", "NotEnoughHistoryError", "AdapterMismatchError",
@@ -780,7 +780,7 @@ class SoftPromptLM(torch.nn.Module):
     returns logits aligned with ``input_ids``, so :func:`p13n_utils.generation.score`,
     :func:`~p13n_utils.generation.next_token_distribution` and the scorers of
     :mod:`p13n_utils.tasks` work on it unchanged (``generate`` does not). Its parameters include
-    the soft prompt, so :func:`p13n_utils.tasks.model_fingerprint` differs from user to user.
+    the soft prompt, so :func:`p13n_utils.cache.fingerprint` differs from user to user.
     """
 
     def __init__(self, model, prefix: torch.Tensor):
@@ -875,20 +875,6 @@ def _base_model(model):
         return model.base_model.model
 
 
-def _weights_fingerprint(model) -> str:
-    """A hash of the base weights (adapter weights left out), from ~4,096 strided entries per
-    tensor, summed on the CPU in float64 so that it does not depend on the device."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                continue
-            flat = param.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)].double().cpu()
-            digest.update(f"{tuple(param.shape)}:{sample.sum().item():.9e}:{sample.square().sum().item():.9e}".encode())
-    return digest.hexdigest()[:16]
-
-
 def base_signature(model) -> dict:
     """What an adapter must agree with: the base model's name, architecture and weights.
 
@@ -904,7 +890,7 @@ def base_signature(model) -> dict:
     return {"name": Path(name).name or name, "model_type": config.model_type,
             "hidden_size": getattr(config, "hidden_size", None),
             "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-            "vocab_size": getattr(config, "vocab_size", None), "weights": _weights_fingerprint(model)}
+            "vocab_size": getattr(config, "vocab_size", None), "weights": fingerprint(model, adapters=False)}
 
 
 def folder_bytes(path) -> int:

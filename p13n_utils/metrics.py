@@ -242,4 +242,12 @@ def persona_similarity(embedder, replies: Sequence[str], personas: Sequence[Sequ
     return out
 
 
-__all__ += ["rouge_l", "persona_similarity"]
+__all__ += ["rouge_l", "persona_similarity", "rating_errors"]
+
+
+def rating_errors(pairs: pd.DataFrame, predictions) -> pd.DataFrame:
+    """Per-user ``mae`` and ``rmse`` of ``predictions`` on ``pairs`` (one row per user)."""
+    predictions = np.asarray(predictions, dtype=float)
+    if predictions.shape != (len(pairs),):
+        raise ValueError(f"{predictions.shape} predictions for {len(pairs)} pairs")
+    return per_user_errors(pairs["user_id"].to_numpy(), pairs["rating"].to_numpy(), predictions)

@@ -130,3 +130,76 @@ def table(rows_: list[dict] | None = None):
     import pandas as pd
 
     return pd.DataFrame(rows() if rows_ is None else rows_, columns=list(COLUMNS))
+
+
+# --------------------------------------------------------------------------- statistics over users
+
+
+def paired_difference(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two methods on the same users: bootstrap the per-user ``a - b``.
+
+    Parameters
+    ----------
+    a, b : Series indexed by user (e.g. :func:`per_user_nll` of two methods).
+
+    Returns
+    -------
+    dict with ``mean`` (of a - b), ``lower``, ``upper`` (95% interval), ``n`` and
+    ``share_a_lower`` (share of users where a < b).
+    """
+    if set(a.index) != set(b.index):
+        raise ValueError("a and b must cover the same users (a paired comparison); "
+                         f"{len(set(a.index) ^ set(b.index))} users differ")
+    diff = (a - b.reindex(a.index)).to_numpy()
+    mean, lower, upper = bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
+    return {"mean": mean, "lower": lower, "upper": upper, "n": diff.size,
+            "share_a_lower": float((diff < 0).mean())}
+
+
+def record_ppl(task: str, level: str, method: str, per_user: pd.Series, n_resamples: int = 2000,
+               seed: int = 0) -> dict:
+    """Record ``ppl = exp(mean per-user NLL)`` with the bootstrap interval over users
+    (the interval of the mean NLL, exponentiated: the percentile bootstrap commutes with a
+    monotone map)."""
+    mean, lower, upper = bootstrap_ci(per_user.to_numpy(), n_resamples=n_resamples, seed=seed)
+    return record(task, level, method, "ppl", float(np.exp(mean)), float(np.exp(lower)),
+                          float(np.exp(upper)), n=len(per_user))
+
+
+def record_rating_errors(task: str, level: str, method: str, errors: pd.DataFrame, n_resamples: int = 2000,
+                         seed: int = 0) -> dict:
+    """Record ``mae`` and ``rmse`` of per-user rating errors (:func:`rating_errors`), each with
+    a bootstrap interval over users, and return both rows as ``{"mae": row, "rmse": row}``.
+
+    ``mae`` is the mean over users of the user's MAE. ``rmse`` is ``sqrt(mean over users of
+    the user's MSE)`` and its interval the square root of the MSE's interval (the percentile
+    bootstrap commutes with a monotone map): averaging per-user RMSEs instead would, with one
+    rating per user, just repeat the MAE."""
+    mae = record_ci(task, level, method, "mae", errors["mae"], n_resamples=n_resamples, seed=seed)
+    mean, lower, upper = bootstrap_ci(errors["mse"].to_numpy(), n_resamples=n_resamples, seed=seed)
+    rmse = record(task, level, method, "rmse", float(np.sqrt(mean)), float(np.sqrt(lower)),
+                          float(np.sqrt(upper)), n=len(errors))
+    return {"mae": mae, "rmse": rmse}
+
+
+
+
+
+def fmt_ci(value: float, lower: float | None = None, upper: float | None = None, digits: int = 3) -> str:
+    """``"0.123 [0.100, 0.150]"``: a value with its interval, as every table of the series shows it."""
+    text = f"{value:.{digits}f}"
+    if lower is not None and upper is not None:
+        text += f" [{lower:.{digits}f}, {upper:.{digits}f}]"
+    return text
+
+
+def paired_table(comparisons: dict, digits: int = 3):
+    """A table of paired comparisons: one row per ``{label: paired_difference(...)}`` entry with
+    the mean difference and its 95% interval (``fmt_ci``), ``n`` users, and the share of users
+    where the first method is lower."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"comparison": label, "difference [95% CI]": fmt_ci(d["mean"], d["lower"], d["upper"], digits),
+          "n": d["n"], "share lower": f"{d['share_a_lower']:.0%}"} for label, d in comparisons.items()]
+    ).set_index("comparison")

@@ -1,12 +1,12 @@
 """The papermill runner: execute the notebook series and collect its results.
 
-    python -m p13n_utils.run [--profile P] [--only NAME ...] [--inplace]
+    python -m p13n_utils.run [--size S] [--only NAME ...] [--inplace]
 
-For each notebook (in name order) it injects ``PROFILE``, executes it with papermill (kernel
+For each notebook (in name order) it injects ``RUN_SIZE``, executes it with papermill (kernel
 ``python3``), writes the executed copy to ``build/notebooks/`` and the notebook's rows to
-``build/results/<notebook>.json`` (``notebook, profile, seconds, device, rows``). At the end it
+``build/results/<notebook>.json`` (``notebook, size, seconds, device, rows``). At the end it
 aggregates every results file into ``figures/results.json`` and ``figures/results.md``. It stops
-at the first failure, naming the notebook and the failing cell. ``--inplace`` (default profile
+at the first failure, naming the notebook and the failing cell. ``--inplace`` (default size
 only) copies each executed notebook back over ``notebooks/`` so the committed outputs are current.
 """
 
@@ -53,7 +53,7 @@ def select_notebooks(only: list[str] | None, notebooks_dir: Path | None = None) 
 
 def _clean_for_commit(path: Path) -> None:
     """Drop papermill's injected-parameters cell and timing metadata, so that the committed
-    notebook keeps ``PROFILE = None`` (env P13N_PROFILE still applies) and diffs stay small."""
+    notebook keeps ``RUN_SIZE = None`` (env P13N_RUN_SIZE still applies) and diffs stay small."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -65,7 +65,7 @@ def _clean_for_commit(path: Path) -> None:
     config.atomic_write(path, nbformat.writes(nb) + "\n")
 
 
-def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = False,
+def execute_notebook(name: str, size: str, build_dir: Path, progress: bool = False,
                      figures: Path | None = None) -> dict:
     """Execute one notebook and return its results record (also written to
     ``build_dir/results/<name>.json``); its figures go to ``figures`` (default: env
@@ -82,12 +82,12 @@ def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = 
     rows_file.unlink(missing_ok=True)
 
     env_before = dict(os.environ)
-    os.environ.update(P13N_RESULTS=str(rows_file), P13N_PROFILE=profile)
+    os.environ.update(P13N_RESULTS=str(rows_file), P13N_RUN_SIZE=size)
     if figures is not None:
         os.environ["P13N_FIGURES_DIR"] = str(figures)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(executed), parameters={"PROFILE": profile},
+        pm.execute_notebook(str(source), str(executed), parameters={"RUN_SIZE": size},
                             kernel_name="python3", progress_bar=progress, cwd=str(source.parent))
     except PapermillExecutionError as err:
         first_line = (err.source or "").strip().splitlines()[:1]
@@ -103,7 +103,7 @@ def execute_notebook(name: str, profile: str, build_dir: Path, progress: bool = 
 
     record = {
         "notebook": name,
-        "profile": profile,
+        "size": size,
         "seconds": round(seconds, 1),
         "device": config.get_device(),
         "rows": read_rows(rows_file) if rows_file.exists() else [],
@@ -117,7 +117,7 @@ def aggregate(build_dir: Path, out_dir: Path) -> dict:
     ``out_dir/results.md``. Returns the aggregated object."""
     records = [json.loads(p.read_text()) for p in sorted((build_dir / "results").glob("*.json"))]
     summary = {
-        "notebooks": [{k: r[k] for k in ("notebook", "profile", "seconds", "device")} for r in records],
+        "notebooks": [{k: r[k] for k in ("notebook", "size", "seconds", "device")} for r in records],
         "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]],
     }
     config.atomic_write(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
@@ -138,9 +138,9 @@ def render_markdown(summary: dict) -> str:
     lines = ["# Results", "", "Written by `python -m p13n_utils.run`; 95% bootstrap intervals "
              "over users in brackets. `seconds` is the wall time of the notebook's last run: LM "
              "outputs are memoised under build/cache, so a rerun is much faster than a first run "
-             "(first-run times are quoted in each notebook).", "", "| notebook | profile | seconds | device |",
+             "(first-run times are quoted in each notebook).", "", "| notebook | size | seconds | device |",
              "|---|---|---|---|"]
-    lines += [f"| {n['notebook']} | {n['profile']} | {n['seconds']} | {n['device']} |"
+    lines += [f"| {n['notebook']} | {n['size']} | {n['seconds']} | {n['device']} |"
               for n in summary["notebooks"]]
     tasks = sorted({row["task"] for row in summary["rows"]})
     level_order = {"global": 0, "persona": 1, "user": 2}
@@ -156,39 +156,39 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def output_dirs(profile: str, build_dir: Path | None = None,
+def output_dirs(size: str, build_dir: Path | None = None,
                 out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Where a run writes: ``build/`` and ``figures/`` for the default profile (what
-    ``make run`` commits); ``build/<profile>/`` and ``build/<profile>/figures/`` for another
-    profile, so that a smoke or full run never overwrites the committed figures and results.
+    """Where a run writes: ``build/`` and ``figures/`` for the default size (what
+    ``make run`` commits); ``build/<size>/`` and ``build/<size>/figures/`` for another
+    size, so that a smoke or full run never overwrites the committed figures and results.
     Explicit folders (or env ``P13N_FIGURES_DIR``) win. Paths are absolute: the kernels run in
     notebooks/, where a relative path would point elsewhere."""
-    default = profile == config.DEFAULT_PROFILE
-    build_dir = Path(build_dir or (config.BUILD_DIR if default else config.BUILD_DIR / profile))
+    default = size == config.DEFAULT_SIZE
+    build_dir = Path(build_dir or (config.BUILD_DIR if default else config.BUILD_DIR / size))
     if out_dir is None:
         out_dir = config.figures_dir() if default or "P13N_FIGURES_DIR" in os.environ \
             else build_dir / "figures"
     return build_dir.resolve(), Path(out_dir).resolve()
 
 
-def run(profile: str | None = None, only: list[str] | None = None, inplace: bool = False,
+def run(size: str | None = None, only: list[str] | None = None, inplace: bool = False,
         build_dir: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
     """Execute the selected notebooks in order, then aggregate. Returns the summary."""
-    profile = config.resolve_profile(profile)
-    if inplace and profile != config.DEFAULT_PROFILE:
+    size = config.resolve_size(size)
+    if inplace and size != config.DEFAULT_SIZE:
         raise ValueError(f"--inplace refreshes the committed notebooks, which carry outputs of the "
-                         f"{config.DEFAULT_PROFILE!r} profile; got profile {profile!r}")
+                         f"{config.DEFAULT_SIZE!r} size; got size {size!r}")
     names = select_notebooks(only)
     if not names:
         raise ValueError(f"no notebooks found in {config.NOTEBOOKS_DIR}")
-    build_dir, out_dir = output_dirs(profile, build_dir, out_dir)
+    build_dir, out_dir = output_dirs(size, build_dir, out_dir)
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(names, desc=f"notebooks ({profile})", unit="nb", disable=not progress)
+    bar = tqdm(names, desc=f"notebooks ({size})", unit="nb", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        record = execute_notebook(name, profile, build_dir, figures=out_dir)
+        record = execute_notebook(name, size, build_dir, figures=out_dir)
         tqdm.write(f"{name}: {record['seconds']:.1f} s, {len(record['rows'])} result rows")
         if inplace:
             executed = build_dir / "notebooks" / f"{name}.ipynb"
@@ -202,19 +202,19 @@ def run(profile: str | None = None, only: list[str] | None = None, inplace: bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m p13n_utils.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default=None,
-                        help=f"one of {', '.join(config.PROFILE_NAMES)} (default: env P13N_PROFILE or default)")
+    parser.add_argument("--size", default=None,
+                        help=f"one of {', '.join(config.SIZE_NAMES)} (default: env P13N_RUN_SIZE or default)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--inplace", action="store_true",
                         help="refresh the committed notebooks with their executed outputs")
     parser.add_argument("--build-dir", type=Path, default=None,
-                        help="default: build/ (build/<profile>/ for a non-default profile)")
+                        help="default: build/ (build/<size>/ for a non-default size)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where figures and results.json/.md go (default: figures/ for the "
-                             "default profile, else <build-dir>/figures/)")
+                             "default size, else <build-dir>/figures/)")
     args = parser.parse_args(argv)
     try:
-        summary = run(args.profile, args.only, args.inplace, args.build_dir, args.out_dir)
+        summary = run(args.size, args.only, args.inplace, args.build_dir, args.out_dir)
     except (ValueError, NotebookFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ValueError) else 1

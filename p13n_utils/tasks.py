@@ -14,7 +14,7 @@ PersonaChat (``personachat``: predict the user's own next utterance)
     * :func:`personachat_eval_set` picks the evaluated users and dialogues (seeded) and holds
       out each dialogue's last turn (test) and the one before (validation).
     * :func:`score_personachat` gives the log-likelihood of each gold reply;
-      :func:`per_user_nll` pools it per user and :func:`record_ppl` records
+      :func:`per_user_nll` pools it per user and :func:`p13n_utils.results.record_ppl` records
       ``ppl = exp(mean over users of the user's per-token NLL)`` with a bootstrap interval.
     * :func:`generate_personachat` writes replies (greedy) for ``rougeL`` and ``persona_sim``.
 
@@ -24,11 +24,11 @@ MovieLens rating (``movielens-rating``, LaMP-3 style)
       users; everything before a user's test ratings is their history.
     * :func:`rating_prompts` + :func:`predict_ratings`: the expected rating under the LM's
       distribution over the labels ``"1"``…``"5"`` (one forward pass, nothing parsed).
-    * Non-LLM references on the same pairs: :func:`item_mean_predictions` (global),
-      :func:`segment_item_mean_predictions` (persona level) and :func:`bias_predictions`
-      (``mu + b_user + b_item``, user level).
+    * Non-LLM references on the same pairs live in :mod:`p13n_utils.baselines`.
 
-LM outputs are memoised on disk (``config.CACHE_DIR / "lm"``), keyed by a fingerprint of the
+:func:`eval_sets` builds both sets from a notebook's run size in one call.
+
+LM outputs are memoised on disk (:func:`p13n_utils.cache.memo`), keyed by a fingerprint of the
 model's weights and by the exact prompts, so a notebook that re-scores the global prompts as
 the paired baseline of a later rung does not pay for them twice. ``cache=False`` turns it off.
 
@@ -36,14 +36,11 @@ Cold start and bad input (documented fallbacks)
     * :func:`context_with_fallback` serves user data if there is any, else the persona, else
       nothing (global), and returns which level was used.
     * An unknown user raises ``KeyError`` naming the known ones (:meth:`PersonaChatEval.facts_of`,
-      :meth:`RatingEval.history`); a user unseen in training gets no user bias (``b_user=0``)
-      and an unseen item gets the global mean, as documented in the baselines.
+      :meth:`RatingEval.history`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -51,60 +48,19 @@ import numpy as np
 import pandas as pd
 
 from . import config, prompts
+from .cache import fingerprint, memo
 from .profiles import normalize_fact, personachat_user_ids
 from .splits import personachat_split, temporal_split
 
 __all__ = [
-    "normalize_fact", "personachat_user_ids", "PersonaChatEval", "personachat_eval_set",
-    "personachat_prompts", "score_personachat", "per_user_nll", "record_ppl",
-    "generate_personachat", "paired_difference", "context_with_fallback",
+    "EvalSets", "eval_sets", "PersonaChatEval", "personachat_eval_set",
+    "personachat_prompts", "score_personachat", "per_user_nll",
+    "generate_personachat", "context_with_fallback",
     "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
-    "item_mean_predictions", "segment_item_mean_predictions", "bias_predictions", "rating_errors",
-    "record_rating_errors", "model_fingerprint", "memo",
     "movie_descriptions",
 ]
 
 ContextFn = Callable[[pd.Series], "Sequence[str] | None"]
-
-
-# =========================================================================== memoisation
-def model_fingerprint(model) -> str:
-    """A short hash of the model's name and weights, so that a fine-tuned copy of the same
-    model never reuses the base model's cached outputs.
-
-    Each parameter tensor contributes its name, shape, and the sum and sum of squares of
-    about 4,096 evenly strided entries (all of a small tensor such as a LoRA matrix): a
-    fraction of a second for a 135M model, and any training step changes it."""
-    import torch
-
-    name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
-    digest = hashlib.sha256(str(name).encode())
-    if hasattr(model, "peft_config"):
-        # A peft model holds several adapters at once: which one is active (or whether all are
-        # turned off) changes the outputs without changing the parameters.
-        disabled = any(getattr(m, "disable_adapters", False) for m in model.modules())
-        digest.update(f"active={getattr(model, 'active_adapters', None)}:off={disabled}".encode())
-    with torch.no_grad():
-        for key, param in model.named_parameters():
-            flat = param.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)].double()
-            digest.update(f"{key}:{tuple(param.shape)}:{sample.sum().item():.12e}:"
-                          f"{sample.square().sum().item():.12e}".encode())
-    return digest.hexdigest()[:16]
-
-
-def memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool):
-    """Return ``compute()``, stored as JSON under ``CACHE_DIR/lm/<kind>-<hash>.json``."""
-    if not cache:
-        return compute()
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-    path = config.CACHE_DIR / "lm" / f"{kind}-{key}.json"
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    value = compute()
-    config.atomic_write(path, json.dumps(value))
-    return value
 
 
 # =========================================================================== PersonaChat
@@ -250,7 +206,7 @@ def score_personachat(model, tokenizer, items: pd.DataFrame, context_fn: Context
 
     texts = personachat_prompts(tokenizer, items, context_fn, header, n_history)
     targets = [str(r) for r in items["reply"]]
-    payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts, "targets": targets}
+    payload = {"model": fingerprint(model) if cache else "", "prompts": texts, "targets": targets}
 
     def compute():
         frame = score(model, tokenizer, texts, targets, batch_size=batch_size, progress=progress)
@@ -271,36 +227,6 @@ def per_user_nll(scores: pd.DataFrame) -> pd.Series:
     return (-sums["logprob_sum"] / sums["n_tokens"]).rename("nll")
 
 
-def record_ppl(task: str, level: str, method: str, per_user: pd.Series, n_resamples: int = 2000,
-               seed: int = 0) -> dict:
-    """Record ``ppl = exp(mean per-user NLL)`` with the bootstrap interval over users
-    (the interval of the mean NLL, exponentiated: the percentile bootstrap commutes with a
-    monotone map)."""
-    from . import results
-
-    mean, lower, upper = results.bootstrap_ci(per_user.to_numpy(), n_resamples=n_resamples, seed=seed)
-    return results.record(task, level, method, "ppl", float(np.exp(mean)), float(np.exp(lower)),
-                          float(np.exp(upper)), n=len(per_user))
-
-
-def record_rating_errors(task: str, level: str, method: str, errors: pd.DataFrame, n_resamples: int = 2000,
-                         seed: int = 0) -> dict:
-    """Record ``mae`` and ``rmse`` of per-user rating errors (:func:`rating_errors`), each with
-    a bootstrap interval over users, and return both rows as ``{"mae": row, "rmse": row}``.
-
-    ``mae`` is the mean over users of the user's MAE. ``rmse`` is ``sqrt(mean over users of
-    the user's MSE)`` and its interval the square root of the MSE's interval (the percentile
-    bootstrap commutes with a monotone map): averaging per-user RMSEs instead would, with one
-    rating per user, just repeat the MAE."""
-    from . import results
-
-    mae = results.record_ci(task, level, method, "mae", errors["mae"], n_resamples=n_resamples, seed=seed)
-    mean, lower, upper = results.bootstrap_ci(errors["mse"].to_numpy(), n_resamples=n_resamples, seed=seed)
-    rmse = results.record(task, level, method, "rmse", float(np.sqrt(mean)), float(np.sqrt(lower)),
-                          float(np.sqrt(upper)), n=len(errors))
-    return {"mae": mae, "rmse": rmse}
-
-
 def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: ContextFn | None = None,
                          header: str = prompts.HEADERS["user"], n_history: int = 2,
                          max_new_tokens: int = 24, batch_size: int = 16, seed: int = 0,
@@ -309,34 +235,11 @@ def generate_personachat(model, tokenizer, items: pd.DataFrame, context_fn: Cont
     from .generation import generate
 
     texts = personachat_prompts(tokenizer, items, context_fn, header, n_history)
-    payload = {"model": model_fingerprint(model) if cache else "", "prompts": texts,
+    payload = {"model": fingerprint(model) if cache else "", "prompts": texts,
                "max_new_tokens": max_new_tokens, "seed": seed}
     return list(memo("generate", payload,
                      lambda: generate(model, tokenizer, texts, max_new_tokens=max_new_tokens,
                                       batch_size=batch_size, seed=seed, progress=False), cache))
-
-
-def paired_difference(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Paired comparison of two methods on the same users: bootstrap the per-user ``a - b``.
-
-    Parameters
-    ----------
-    a, b : Series indexed by user (e.g. :func:`per_user_nll` of two methods).
-
-    Returns
-    -------
-    dict with ``mean`` (of a - b), ``lower``, ``upper`` (95% interval), ``n`` and
-    ``share_a_lower`` (share of users where a < b).
-    """
-    from . import results
-
-    if set(a.index) != set(b.index):
-        raise ValueError("a and b must cover the same users (a paired comparison); "
-                         f"{len(set(a.index) ^ set(b.index))} users differ")
-    diff = (a - b.reindex(a.index)).to_numpy()
-    mean, lower, upper = results.bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
-    return {"mean": mean, "lower": lower, "upper": upper, "n": diff.size,
-            "share_a_lower": float((diff < 0).mean())}
 
 
 def context_with_fallback(user_context: Sequence[str] | None,
@@ -466,7 +369,7 @@ def predict_ratings(model, tokenizer, prompt_texts: Sequence[str], batch_size: i
     from .generation import next_token_distribution
 
     prompt_texts = list(prompt_texts)
-    payload = {"model": model_fingerprint(model) if cache else "", "prompts": prompt_texts,
+    payload = {"model": fingerprint(model) if cache else "", "prompts": prompt_texts,
                "labels": prompts.RATING_CANDIDATES}
     probs = np.asarray(memo("labels", payload, lambda: next_token_distribution(
         model, tokenizer, prompt_texts, prompts.RATING_CANDIDATES, batch_size=batch_size).tolist(), cache),
@@ -474,70 +377,35 @@ def predict_ratings(model, tokenizer, prompt_texts: Sequence[str], batch_size: i
     return probs @ np.arange(1, 6, dtype=float), probs
 
 
-def item_mean_predictions(train: pd.DataFrame, pairs: pd.DataFrame, shrinkage: float = 0.0) -> np.ndarray:
-    """Global baseline: each item's mean training rating (shrunk toward the global mean with
-    ``shrinkage`` pseudo-ratings); an item with no training rating gets the global mean."""
-    if train.empty:
-        raise ValueError("train is empty: no rating to average")
-    mu = float(train["rating"].mean())
-    stats = train.groupby("item_id")["rating"].agg(["sum", "count"])
-    means = (stats["sum"] + shrinkage * mu) / (stats["count"] + shrinkage)
-    return pairs["item_id"].map(means).fillna(mu).to_numpy(dtype=float)
+@dataclass
+class EvalSets:
+    """The held-out users every rung of the ladder shares (built by :func:`eval_sets`).
+
+    Attributes: ``pc`` (:class:`PersonaChatEval`) and ``dialogues`` (the PersonaChat file it
+    came from), ``rating`` (:class:`RatingEval`) and ``ml`` (the MovieLens data set); a part
+    not asked for is ``None``."""
+
+    pc: PersonaChatEval | None = None
+    dialogues: pd.DataFrame | None = None
+    rating: RatingEval | None = None
+    ml: object | None = None
 
 
-def segment_item_mean_predictions(train: pd.DataFrame, pairs: pd.DataFrame, segments: pd.Series,
-                                  shrinkage: float = 5.0) -> np.ndarray:
-    """Persona level, no LLM: the item's mean rating among the users of the pair's persona,
-    shrunk toward the item's overall mean with ``shrinkage`` pseudo-ratings.
+def eval_sets(cfg, personachat: bool = True, movielens: bool = True) -> EvalSets:
+    """Load the data and build the shared evaluation sets from a run size's table.
 
-    ``segments`` maps user_id -> persona; a user without a persona (missing or ``-1``: cold
-    start) gets the item's overall mean, and an unseen item the global mean."""
-    if train.empty:
-        raise ValueError("train is empty: no rating to average")
-    overall = pd.Series(item_mean_predictions(train, pairs), index=pairs.index)
-    seg_train = train.assign(segment=train["user_id"].map(segments)).dropna(subset=["segment"])
-    stats = seg_train.groupby(["segment", "item_id"])["rating"].agg(["sum", "count"])
-    keys = pd.MultiIndex.from_arrays([pairs["user_id"].map(segments).fillna(-1).to_numpy(),
-                                      pairs["item_id"].to_numpy()])
-    found = stats.reindex(keys)
-    sums, counts = found["sum"].fillna(0).to_numpy(), found["count"].fillna(0).to_numpy()
-    prior = overall.to_numpy()
-    denominator = counts + shrinkage
-    return np.where(denominator > 0, (sums + shrinkage * prior) / np.maximum(denominator, 1e-12), prior)
+    ``cfg`` is what ``config.setup(RUN_SIZE)`` returned; the sizes come from its ``tasks.*`` and
+    ``data.*`` lines and the seed from ``cfg.seed``, so every notebook evaluates the same users."""
+    from . import data
 
-
-def bias_predictions(train: pd.DataFrame, pairs: pd.DataFrame, reg_user: float = 5.0, reg_item: float = 5.0,
-                     n_iter: int = 10, clip: tuple[float, float] = (0.5, 5.0)) -> np.ndarray:
-    """User level, no LLM: ``mu + b_user + b_item`` (Koren's baseline predictor), fitted by
-    alternating regularised means on ``train``.
-
-    A user (item) without training ratings gets ``b = 0``: the item's (global) baseline.
-    Predictions are clipped to ``clip``.
-    """
-    if train.empty:
-        raise ValueError("train is empty: no rating to fit biases on")
-    mu = float(train["rating"].mean())
-    users, items = train["user_id"].to_numpy(), train["item_id"].to_numpy()
-    residual = train["rating"].to_numpy(dtype=float) - mu
-    b_user = pd.Series(0.0, index=np.unique(users))
-    b_item = pd.Series(0.0, index=np.unique(items))
-    for _ in range(n_iter):
-        r = residual - b_user.reindex(users).to_numpy()
-        grouped = pd.DataFrame({"i": items, "r": r}).groupby("i")["r"]
-        b_item = grouped.sum() / (grouped.count() + reg_item)
-        r = residual - b_item.reindex(items).to_numpy()
-        grouped = pd.DataFrame({"u": users, "r": r}).groupby("u")["r"]
-        b_user = grouped.sum() / (grouped.count() + reg_user)
-    pred = (mu + pairs["user_id"].map(b_user).fillna(0.0).to_numpy()
-            + pairs["item_id"].map(b_item).fillna(0.0).to_numpy())
-    return np.clip(pred, *clip)
-
-
-def rating_errors(pairs: pd.DataFrame, predictions) -> pd.DataFrame:
-    """Per-user ``mae`` and ``rmse`` of ``predictions`` on ``pairs`` (one row per user)."""
-    from .metrics import per_user_errors
-
-    predictions = np.asarray(predictions, dtype=float)
-    if predictions.shape != (len(pairs),):
-        raise ValueError(f"{predictions.shape} predictions for {len(pairs)} pairs")
-    return per_user_errors(pairs["user_id"].to_numpy(), pairs["rating"].to_numpy(), predictions)
+    sets = EvalSets()
+    if personachat:
+        sets.dialogues = data.load_personachat("valid")
+        sets.pc = personachat_eval_set(
+            sets.dialogues, n_users=cfg["tasks.pc_users"], dialogues_per_user=cfg["tasks.pc_dialogues_per_user"],
+            n_test_turns=cfg["data.pc_test_turns"], n_val_turns=cfg["data.pc_val_turns"], seed=cfg.seed)
+    if movielens:
+        sets.ml = data.load_movielens("latest-small")
+        sets.rating = movielens_rating_eval_set(sets.ml, n_users=cfg["tasks.ml_users"],
+                                                n_per_user=cfg["tasks.ml_per_user"], seed=cfg.seed)
+    return sets

@@ -270,7 +270,7 @@ def profile_summaries(model, tokenizer, requests: dict, name: str, prefix: str =
         Greedy decoding settings (:func:`p13n_utils.generation.generate`).
     cache : bool, default True
         Read/write ``config.CACHE_DIR / "profiles" / "<name>-<hash>.json"``; the hash covers
-        the model's weights (:func:`p13n_utils.tasks.model_fingerprint`), the requests and
+        the model's weights (:func:`p13n_utils.cache.fingerprint`), the requests and
         ``max_new_tokens``, so a changed prompt or model never reuses a stale summary. The
         file is written atomically (temporary file + rename).
     generate_fn : callable, optional
@@ -295,7 +295,7 @@ def profile_summaries(model, tokenizer, requests: dict, name: str, prefix: str =
 
     path = None
     if cache:
-        from .tasks import model_fingerprint
+        from .cache import fingerprint as model_fingerprint
 
         fingerprint = model_fingerprint(model) if model is not None else "no-model"
         payload = json.dumps({"model": fingerprint, "prompts": texts, "max_new_tokens": max_new_tokens})

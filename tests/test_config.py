@@ -5,26 +5,26 @@ import pytest
 from p13n_utils import config
 
 
-def test_profile_resolution_order(monkeypatch):
-    monkeypatch.delenv("P13N_PROFILE", raising=False)
-    assert config.resolve_profile() == "default"
-    monkeypatch.setenv("P13N_PROFILE", "full")
-    assert config.resolve_profile() == "full"
-    assert config.resolve_profile("smoke") == "smoke"  # the papermill parameter wins
+def test_size_resolution_order(monkeypatch):
+    monkeypatch.delenv("P13N_RUN_SIZE", raising=False)
+    assert config.resolve_size() == "default"
+    monkeypatch.setenv("P13N_RUN_SIZE", "full")
+    assert config.resolve_size() == "full"
+    assert config.resolve_size("smoke") == "smoke"  # the papermill parameter wins
 
 
-def test_unknown_profile_lists_valid_ones(monkeypatch):
+def test_unknown_size_lists_valid_ones(monkeypatch):
     with pytest.raises(ValueError, match="smoke, default, full"):
-        config.resolve_profile("bogus")
-    monkeypatch.setenv("P13N_PROFILE", "tiny")
+        config.resolve_size("bogus")
+    monkeypatch.setenv("P13N_RUN_SIZE", "tiny")
     with pytest.raises(ValueError, match="tiny"):
-        config.get_profile()
+        config.get_sizes()
 
 
 def test_sizes_table_is_complete_and_indexable():
     for key, values in config.SIZES.items():
-        assert len(values) == len(config.PROFILE_NAMES), key
-    smoke, default = config.get_profile("smoke"), config.get_profile("default")
+        assert len(values) == len(config.SIZE_NAMES), key
+    smoke, default = config.get_sizes("smoke"), config.get_sizes("default")
     assert smoke["bootstrap.n_resamples"] < default["bootstrap.n_resamples"]
     with pytest.raises(KeyError, match="no size"):
         smoke["does.not.exist"]
@@ -61,7 +61,7 @@ def test_limit_threads_caps_blas():
     assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
 
 
-def test_setup_returns_profile(monkeypatch, tmp_path):
+def test_setup_returns_sizes(monkeypatch, tmp_path):
     monkeypatch.setenv("P13N_FIGURES_DIR", str(tmp_path / "figs"))
     cfg = config.setup("smoke")
     assert cfg.name == "smoke" and cfg.device == config.get_device()

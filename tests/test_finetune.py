@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from p13n_utils import finetune, generation, prompts, synthetic, tasks
+from p13n_utils import cache, finetune, generation, prompts, synthetic, tasks
 
 # --------------------------------------------------------------------------- a tiny LM
 @pytest.fixture(autouse=True, scope="module")
@@ -328,7 +328,7 @@ def test_soft_prompt_model_scores_batches_exactly():
     plain = generation.score(model, tok, texts, targets, progress=False)["logprob_sum"].to_numpy()
     assert not np.allclose(batched.to_numpy(), plain)                           # the prefix matters
     other = finetune.UserPrefixes([1], torch.randn(3, 32) * 0.1).for_user(model, 1)
-    assert tasks.model_fingerprint(lm) != tasks.model_fingerprint(other)         # no cache collision
+    assert cache.fingerprint(lm) != cache.fingerprint(other)         # no cache collision
 
 
 # --------------------------------------------------------------------------- data and costs

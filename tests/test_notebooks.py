@@ -1,5 +1,5 @@
-"""Execute every notebook of the series in the smoke profile through the runner and check what
-it recorded; check the committed notebooks are clean (outputs of the default profile, no errors,
+"""Execute every notebook of the series in the smoke size through the runner and check what
+it recorded; check the committed notebooks are clean (outputs of the default size, no errors,
 a `parameters` cell)."""
 
 import math
@@ -13,7 +13,7 @@ NOTEBOOKS = run.available_notebooks()
 
 # Rows each notebook must record: (task, level, method, metric).
 RETRIEVERS = ("bm25", "dense", "recency", "random")
-K_SWEEP = (0, 1)  # the smoke profile sweeps k in {0, 1}; default and full add 2, 4, 8
+K_SWEEP = (0, 1)  # the smoke size sweeps k in {0, 1}; default and full add 2, 4, 8
 
 
 def _rows(task, level, methods, metrics):
@@ -91,7 +91,7 @@ def test_committed_notebook_is_clean(name):
     nb = nbformat.read(config.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and "PROFILE = None" in params[0].source
+    assert len(params) == 1 and "RUN_SIZE = None" in params[0].source
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     assert all(c.execution_count for c in code), "committed without outputs: run with --inplace"
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
@@ -100,9 +100,9 @@ def test_committed_notebook_is_clean(name):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_smoke_profile(name, tmp_path):
+def test_notebook_runs_in_smoke_size(name, tmp_path):
     record = run.execute_notebook(name, "smoke", build_dir=tmp_path)
-    assert record["notebook"] == name and record["profile"] == "smoke"
+    assert record["notebook"] == name and record["size"] == "smoke"
     for row in record["rows"]:
         assert results.make_row(**row) == row
         if row["lower"] is not None:

@@ -10,7 +10,7 @@ from p13n_utils import config, run
 
 def _notebook(path, *sources):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("PROFILE = None")
+    params = nbformat.v4.new_code_cell("RUN_SIZE = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# test"), params]
     nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
@@ -36,28 +36,28 @@ def test_select_notebooks_by_name_or_number(notebooks):
         run.select_notebooks(["03_missing"])
 
 
-def test_bogus_profile_exits_nonzero_naming_valid_profiles():
-    proc = subprocess.run([sys.executable, "-m", "p13n_utils.run", "--profile", "bogus"],
+def test_bogus_size_exits_2_naming_valid_sizes():
+    proc = subprocess.run([sys.executable, "-m", "p13n_utils.run", "--size", "bogus"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "smoke, default, full" in proc.stderr
 
 
-def test_inplace_requires_default_profile():
+def test_inplace_requires_default_size():
     with pytest.raises(ValueError, match="--inplace"):
-        run.run(profile="smoke", inplace=True)
+        run.run(size="smoke", inplace=True)
 
 
 def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     _notebook(notebooks / "01_ok.ipynb",
-              "from p13n_utils import config, results\ncfg = config.setup(PROFILE)",
+              "from p13n_utils import config, results\ncfg = config.setup(RUN_SIZE)",
               "results.record('toy', 'user', 'm', 'mae', 0.5 if cfg.name == 'default' else 0.7, 0.4, 0.6, n=3)\n"
               "print(cfg.name)")
     out = tmp_path / "out"
     summary = run.run("default", build_dir=tmp_path / "build", out_dir=out, inplace=True,
                       progress=False)
     record = json.loads((tmp_path / "build/results/01_ok.json").read_text())
-    assert record["profile"] == "default" and record["seconds"] > 0
+    assert record["size"] == "default" and record["seconds"] > 0
     assert record["rows"] == [dict(task="toy", level="user", method="m", metric="mae", value=0.5,
                                    lower=0.4, upper=0.6, n=3)]
     assert summary["rows"][0]["notebook"] == "01_ok"
@@ -67,7 +67,7 @@ def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     # --inplace: outputs are in the source notebook, without papermill's injected cell
     nb = nbformat.read(notebooks / "01_ok.ipynb", as_version=4)
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
-    assert nb.cells[1].source == "PROFILE = None"
+    assert nb.cells[1].source == "RUN_SIZE = None"
     assert nb.cells[-1].outputs[0]["text"].strip() == "default"
 
 
@@ -78,7 +78,7 @@ def test_runner_names_the_failing_notebook_and_cell(notebooks, tmp_path):
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-def test_non_default_profiles_never_write_over_committed_figures(monkeypatch, tmp_path):
+def test_non_default_sizes_never_write_over_committed_figures(monkeypatch, tmp_path):
     monkeypatch.delenv("P13N_FIGURES_DIR", raising=False)
     monkeypatch.setattr(config, "BUILD_DIR", tmp_path / "build")
     monkeypatch.setattr(config, "REPO_ROOT", tmp_path)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from p13n_utils import config, results, synthetic, tasks
+from p13n_utils import baselines, cache, config, metrics, profiles, results, synthetic, tasks
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -35,7 +35,7 @@ def lm_cache(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- users
 def test_user_ids_recover_the_characters_despite_rephrasing():
     dialogues = _characters()
-    ids = tasks.personachat_user_ids(dialogues)
+    ids = profiles.personachat_user_ids(dialogues)
     assert ids.nunique() == 6
     truth = dialogues["truth"]
     assert all(ids[truth == u].nunique() == 1 for u in range(6))   # one id per character
@@ -46,12 +46,12 @@ def test_one_shared_fact_does_not_merge_users():
     dialogues = pd.DataFrame({"dialogue_id": [0, 1], "persona": [["i like tea.", "i am tall."],
                                                                ["i like tea.", "i am short."]],
                               "turns": [[("a", "b")], [("c", "d")]]})
-    assert tasks.personachat_user_ids(dialogues).tolist() == [0, 1]
-    assert tasks.personachat_user_ids(dialogues, min_shared=1).tolist() == [0, 0]
+    assert profiles.personachat_user_ids(dialogues).tolist() == [0, 1]
+    assert profiles.personachat_user_ids(dialogues, min_shared=1).tolist() == [0, 0]
 
 
 def test_normalize_fact():
-    assert tasks.normalize_fact("I'm a  Nurse , really!") == "i am a nurse really"
+    assert profiles.normalize_fact("I'm a  Nurse , really!") == "i am a nurse really"
 
 
 # --------------------------------------------------------------------------- PersonaChat eval set
@@ -81,7 +81,7 @@ def test_user_facts_merge_rephrasings_and_unknown_user():
     ev = tasks.personachat_eval_set(_characters(), seed=0)
     facts = ev.facts_of(int(ev.test["user_id"].iloc[0]))
     assert 4 <= len(facts) <= 5       # the 5 facts of the character, rephrasings merged
-    assert len({tasks.normalize_fact(f) for f in facts}) == len(facts)
+    assert len({profiles.normalize_fact(f) for f in facts}) == len(facts)
     with pytest.raises(KeyError, match="cold-start"):
         ev.facts_of(999)
 
@@ -101,7 +101,7 @@ def test_per_user_nll_pools_tokens_and_record_ppl(monkeypatch):
     nll = tasks.per_user_nll(scores)
     assert nll.to_dict() == {1: 2.0, 2: 1.0}
     monkeypatch.delenv("P13N_RESULTS", raising=False)
-    row = tasks.record_ppl("t", "global", "m", nll, n_resamples=200)
+    row = results.record_ppl("t", "global", "m", nll, n_resamples=200)
     assert row["value"] == pytest.approx(np.exp(1.5)) and row["n"] == 2
     assert np.exp(1.0) <= row["lower"] <= row["value"] <= row["upper"] <= np.exp(2.0)
     results.clear()
@@ -112,11 +112,11 @@ def test_per_user_nll_pools_tokens_and_record_ppl(monkeypatch):
 def test_paired_difference():
     a = pd.Series([1.0, 2.0, 3.0, 4.0], index=[1, 2, 3, 4])
     b = (a + 0.5).iloc[::-1]          # same users, another order: pairing is by index
-    out = tasks.paired_difference(a, b, n_resamples=200)
+    out = results.paired_difference(a, b, n_resamples=200)
     assert out["mean"] == pytest.approx(-0.5) and out["lower"] == pytest.approx(-0.5)
     assert out["share_a_lower"] == 1.0 and out["n"] == 4
     with pytest.raises(ValueError, match="same users"):
-        tasks.paired_difference(a, b.iloc[:3])
+        results.paired_difference(a, b.iloc[:3])
 
 
 def test_context_with_fallback_cold_start():
@@ -164,32 +164,32 @@ def test_baselines_recover_planted_biases_and_fall_back():
     train = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
     pairs = pd.DataFrame({"user_id": [0, 1, 2, 999, 0, 998], "item_id": [0, 1, 2, 3, 777, 3], "rating": 3.0})
     truth = np.array([3.0 + b_user[u] + b_item[i] for u, i in zip(pairs.user_id[:3], pairs.item_id[:3])])
-    bias = tasks.bias_predictions(train, pairs, reg_user=0.1, reg_item=0.1, n_iter=30, clip=(-10, 10))
+    bias = baselines.bias_predictions(train, pairs, reg_user=0.1, reg_item=0.1, n_iter=30, clip=(-10, 10))
     assert np.abs(bias[:3] - truth).max() < 0.05
     mu = train["rating"].mean()
-    item_only = tasks.item_mean_predictions(train, pairs)
+    item_only = baselines.item_mean_predictions(train, pairs)
     assert item_only[3] == pytest.approx(train.loc[train.item_id == 3, "rating"].mean())
     assert item_only[4] == pytest.approx(mu)                               # unseen item
     # unknown users get no user bias: the item's baseline, the same for every unknown user
     assert bias[3] == bias[5] and bias[3] == pytest.approx(3.0 + b_user.mean() + b_item[3], abs=0.1)
-    assert np.isclose(tasks.item_mean_predictions(train, pairs, shrinkage=1e9), mu).all()
+    assert np.isclose(baselines.item_mean_predictions(train, pairs, shrinkage=1e9), mu).all()
     with pytest.raises(ValueError, match="empty"):
-        tasks.bias_predictions(train.iloc[:0], pairs)
+        baselines.bias_predictions(train.iloc[:0], pairs)
 
 
 def test_rating_errors_checks_lengths():
     pairs = pd.DataFrame({"user_id": [1, 1, 2], "rating": [4.0, 2.0, 5.0]})
-    err = tasks.rating_errors(pairs, [3.0, 3.0, 5.0])
+    err = metrics.rating_errors(pairs, [3.0, 3.0, 5.0])
     assert err.set_index("user")["mae"].to_dict() == {1: 1.0, 2: 0.0}
     with pytest.raises(ValueError, match="predictions"):
-        tasks.rating_errors(pairs, [3.0])
+        metrics.rating_errors(pairs, [3.0])
 
 
 def test_record_rating_errors_rmse_is_the_root_of_the_mean_squared_error():
     results.clear()
     pairs = pd.DataFrame({"user_id": [1, 2, 3], "rating": [4.0, 2.0, 5.0]})  # one rating per user
-    err = tasks.rating_errors(pairs, [3.0, 4.0, 5.0])                          # errors 1, 2, 0
-    rows = tasks.record_rating_errors("movielens-rating", "global", "m", err, n_resamples=200)
+    err = metrics.rating_errors(pairs, [3.0, 4.0, 5.0])                          # errors 1, 2, 0
+    rows = results.record_rating_errors("movielens-rating", "global", "m", err, n_resamples=200)
     assert rows["mae"]["value"] == pytest.approx(1.0)
     assert rows["rmse"]["value"] == pytest.approx(np.sqrt(5 / 3))           # not the MAE again
     assert rows["rmse"]["lower"] <= rows["rmse"]["value"] <= rows["rmse"]["upper"]
@@ -228,11 +228,11 @@ def test_fingerprint_changes_with_the_weights():
 
     model = torch.nn.Linear(3, 2)
     model.config = type("C", (), {"_name_or_path": "tiny"})()
-    before = tasks.model_fingerprint(model)
-    assert tasks.model_fingerprint(model) == before
+    before = cache.fingerprint(model)
+    assert cache.fingerprint(model) == before
     with torch.no_grad():
         model.weight[0, 0] += 0.5
-    assert tasks.model_fingerprint(model) != before
+    assert cache.fingerprint(model) != before
 
 
 def test_segment_item_mean_uses_the_persona_and_falls_back():
@@ -240,8 +240,8 @@ def test_segment_item_mean_uses_the_persona_and_falls_back():
     train = pd.DataFrame({"user_id": [1, 2, 3, 4], "item_id": [1, 1, 1, 1], "rating": [5.0, 5.0, 1.0, 1.0]})
     segments = pd.Series({1: 0, 2: 0, 3: 1, 4: 1, 5: 0})
     pairs = pd.DataFrame({"user_id": [5, 3, 99, 5], "item_id": [1, 1, 1, 2]})
-    raw = tasks.segment_item_mean_predictions(train, pairs, segments, shrinkage=0.0)
+    raw = baselines.segment_item_mean_predictions(train, pairs, segments, shrinkage=0.0)
     np.testing.assert_allclose(raw, [5.0, 1.0, 3.0, 3.0])   # persona means; unknown user, unseen item: means
-    shrunk = tasks.segment_item_mean_predictions(train, pairs, segments, shrinkage=2.0)
+    shrunk = baselines.segment_item_mean_predictions(train, pairs, segments, shrinkage=2.0)
     assert shrunk[0] == pytest.approx((10 + 2 * 3.0) / 4)
-    assert (tasks.segment_item_mean_predictions(train, pairs, segments.map(lambda s: -1)) == 3.0).all()
+    assert (baselines.segment_item_mean_predictions(train, pairs, segments.map(lambda s: -1)) == 3.0).all()
