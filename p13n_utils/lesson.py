@@ -74,9 +74,14 @@ class ExerciseFailed(AssertionError):
     """An exercise's check failed; the message holds a hint."""
 
 
-def check(exercise: str, ok: bool, hint: str, success: str = "right") -> bool:
-    """The check of one exercise: prints ``✓ <exercise>: <success>`` if ``ok``, else raises
-    :class:`ExerciseFailed` with the hint (so a solution notebook fails loudly in CI)."""
+def check(exercise: str, ok: bool | None, hint: str, success: str = "right") -> bool | None:
+    """The check of one exercise: prints ``✓ <exercise>: <success>`` if ``ok``, raises
+    :class:`ExerciseFailed` with the hint if not (so a solution notebook fails loudly in CI), and
+    prints that the exercise is not attempted yet if ``ok`` is ``None`` (the learner's answer is
+    still ``None``: the lesson notebook itself runs through without it)."""
+    if ok is None:
+        print(f"· {exercise}: not attempted yet (fill in the answer and run the check again)")
+        return None
     if not ok:
         raise ExerciseFailed(f"✗ {exercise}: not yet. Hint: {hint}")
     print(f"✓ {exercise}: {success}")
