@@ -1,10 +1,10 @@
-"""Evaluation sets, scorers and baselines of the two direct tasks (p13n_utils.tasks)."""
+"""Evaluation sets and scorers of the two direct tasks (p13n_utils.tasks)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from p13n_utils import baselines, cache, config, metrics, profiles, results, synthetic, tasks
+from p13n_utils import cache, config, metrics, profiles, results, synthetic, tasks
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -156,27 +156,6 @@ def test_rating_eval_set_bad_input_and_unknown_user():
         tasks.movielens_rating_eval_set(ml, n_users=10_000)
 
 
-def test_baselines_recover_planted_biases_and_fall_back():
-    rng = np.random.default_rng(0)
-    users, items = np.arange(40), np.arange(30)
-    b_user, b_item = rng.normal(0, 0.8, 40), rng.normal(0, 0.8, 30)
-    rows = [(u, i, 3.0 + b_user[u] + b_item[i]) for u in users for i in items if rng.random() < 0.7]
-    train = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
-    pairs = pd.DataFrame({"user_id": [0, 1, 2, 999, 0, 998], "item_id": [0, 1, 2, 3, 777, 3], "rating": 3.0})
-    truth = np.array([3.0 + b_user[u] + b_item[i] for u, i in zip(pairs.user_id[:3], pairs.item_id[:3])])
-    bias = baselines.bias_predictions(train, pairs, reg_user=0.1, reg_item=0.1, n_iter=30, clip=(-10, 10))
-    assert np.abs(bias[:3] - truth).max() < 0.05
-    mu = train["rating"].mean()
-    item_only = baselines.item_mean_predictions(train, pairs)
-    assert item_only[3] == pytest.approx(train.loc[train.item_id == 3, "rating"].mean())
-    assert item_only[4] == pytest.approx(mu)                               # unseen item
-    # unknown users get no user bias: the item's baseline, the same for every unknown user
-    assert bias[3] == bias[5] and bias[3] == pytest.approx(3.0 + b_user.mean() + b_item[3], abs=0.1)
-    assert np.isclose(baselines.item_mean_predictions(train, pairs, shrinkage=1e9), mu).all()
-    with pytest.raises(ValueError, match="empty"):
-        baselines.bias_predictions(train.iloc[:0], pairs)
-
-
 def test_rating_errors_checks_lengths():
     pairs = pd.DataFrame({"user_id": [1, 1, 2], "rating": [4.0, 2.0, 5.0]})
     err = metrics.rating_errors(pairs, [3.0, 3.0, 5.0])
@@ -233,15 +212,3 @@ def test_fingerprint_changes_with_the_weights():
     with torch.no_grad():
         model.weight[0, 0] += 0.5
     assert cache.fingerprint(model) != before
-
-
-def test_segment_item_mean_uses_the_persona_and_falls_back():
-    # persona 0 loves item 1, persona 1 hates it; item 2 is rated by nobody
-    train = pd.DataFrame({"user_id": [1, 2, 3, 4], "item_id": [1, 1, 1, 1], "rating": [5.0, 5.0, 1.0, 1.0]})
-    segments = pd.Series({1: 0, 2: 0, 3: 1, 4: 1, 5: 0})
-    pairs = pd.DataFrame({"user_id": [5, 3, 99, 5], "item_id": [1, 1, 1, 2]})
-    raw = baselines.segment_item_mean_predictions(train, pairs, segments, shrinkage=0.0)
-    np.testing.assert_allclose(raw, [5.0, 1.0, 3.0, 3.0])   # persona means; unknown user, unseen item: means
-    shrunk = baselines.segment_item_mean_predictions(train, pairs, segments, shrinkage=2.0)
-    assert shrunk[0] == pytest.approx((10 + 2 * 3.0) / 4)
-    assert (baselines.segment_item_mean_predictions(train, pairs, segments.map(lambda s: -1)) == 3.0).all()
