@@ -79,7 +79,7 @@ def run(quick: bool = False, repeats: int = 3) -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from p13n_utils import config, data, recsys
-    from p13n_utils.recsys_torch import TorchALS
+    from p13n_utils.torch_als import TorchALS
 
     load_at_start = os.getloadavg()[0]
     config.setup("default")  # seeds, BLAS limited to 1 thread for implicit, quiet libraries

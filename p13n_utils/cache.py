@@ -7,19 +7,25 @@
   ``config.CACHE_DIR/<folder>/<kind>-<hash of the payload>.json``, written atomically
   (:func:`config.atomic_write`), so that a crash never leaves a half-written entry.
 
+* :func:`embed` — unit-norm sentence embeddings; the default embedder's are kept through
+  :func:`memo` (the float32 bytes, base64 in the JSON, so they come back bit for bit).
+
 LM scores, generated replies, LM-written profiles and embeddings all go through :func:`memo`;
 ``cache=False`` turns it off for one call.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from . import config
 
-__all__ = ["fingerprint", "memo", "payload_key"]
+__all__ = ["fingerprint", "memo", "payload_key", "embed"]
 
 
 def fingerprint(model, adapters: bool = True) -> str:
@@ -78,3 +84,38 @@ def memo(kind: str, payload: dict, compute: Callable[[], object], cache: bool = 
     value = compute()
     config.atomic_write(path, json.dumps(value))
     return value
+
+
+def embed(texts: Sequence[str], embedder=None, batch_size: int = 64, cache: bool = True) -> np.ndarray:
+    """Unit-norm sentence embeddings of ``texts``, ``(len(texts), dim)`` float32.
+
+    embedder : None (the default, all-MiniLM-L6-v2 from :func:`p13n_utils.models.load_embedder`),
+        a sentence-transformers model (anything with ``encode(texts, normalize_embeddings=True)``),
+        or a function ``texts -> (n, d) array`` whose rows are normalised here (tests).
+    cache : with the default embedder, the vectors are stored through :func:`memo` under
+        ``CACHE_DIR/embeddings``, keyed by the embedder's name and the texts. A caller-supplied
+        embedder is never cached (we could not tell two models apart).
+    """
+    from . import models
+
+    texts = [str(t) for t in texts]
+    cache = cache and embedder is None
+    if embedder is None:
+        embedder = models.load_embedder()
+
+    def compute():
+        if hasattr(embedder, "encode"):
+            vectors = np.asarray(embedder.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                                 show_progress_bar=False), dtype=np.float32)
+        else:
+            vectors = np.asarray(embedder(texts), dtype=np.float32)
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if not cache:
+            return vectors
+        return {"shape": list(vectors.shape), "float32": base64.b64encode(vectors.tobytes()).decode()}
+
+    stored = memo("embed", {"embedder": models.DEFAULT_EMBEDDER, "texts": texts}, compute, cache=cache,
+                  folder="embeddings")
+    if not cache:
+        return stored
+    return np.frombuffer(base64.b64decode(stored["float32"]), dtype=np.float32).reshape(stored["shape"]).copy()

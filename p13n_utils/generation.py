@@ -1,9 +1,8 @@
 """Batched scoring and generation with a causal LM: the numbers behind every text notebook.
 
-Four functions, all taking the model and tokenizer explicitly (from
+Three functions, all taking the model and tokenizer explicitly (from
 :func:`p13n_utils.models.load_lm`) and running on whatever device the model is on:
 
-- :func:`chat_prompt` — a user message (and optional system message) in the model's chat format.
 - :func:`score` — log-likelihood of each ``target`` given its ``prompt`` (only the target tokens
   count), batched. :func:`perplexity` turns its output into a perplexity, overall or per user.
 - :func:`next_token_distribution` — the LM's probability over a few candidate next tokens
@@ -26,7 +25,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["chat_prompt", "score", "perplexity", "next_token_distribution", "generate"]
+# TODO(merge): alignment.py still imports chat_prompt from here; it lives in prompts.py now.
+from .prompts import chat_prompt  # noqa: E402,F401
+
+__all__ = ["score", "perplexity", "next_token_distribution", "generate"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -90,40 +92,6 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, disable=not enabled)
-
-
-# --------------------------------------------------------------------------- prompts
-def chat_prompt(tokenizer, user_message, system: str | None = None) -> str:
-    """Format a message in the model's chat template, ready for the assistant's reply.
-
-    Parameters
-    ----------
-    tokenizer : transformers tokenizer
-    user_message : str or list of dict
-        The user's message, or a whole conversation as ``[{"role": "user"|"assistant",
-        "content": ...}, ...]`` ending with a user turn.
-    system : str, optional
-        A system message. Without one, the template's default applies (SmolLM2 inserts
-        "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
-
-    Returns
-    -------
-    str
-        The prompt text, ending where the assistant's reply starts (``add_generation_prompt``).
-        A tokenizer without a chat template gets a plain ``"User: …\\nAssistant:"`` layout.
-    """
-    if isinstance(user_message, str):
-        messages = [{"role": "user", "content": user_message}]
-    else:
-        messages = [dict(message) for message in user_message]
-        if not messages or any(set(m) != {"role", "content"} for m in messages):
-            raise ValueError("user_message must be a string or a non-empty list of {'role', 'content'} dicts")
-    if system is not None:
-        messages = [{"role": "system", "content": system}] + messages
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
 
 
 # --------------------------------------------------------------------------- scoring
@@ -271,7 +239,7 @@ def next_token_distribution(model, tokenizer, prompts, candidates, batch_size: i
     model, tokenizer
         From :func:`p13n_utils.models.load_lm`.
     prompts : list of str
-        E.g. :func:`chat_prompt` outputs that end where the answer starts.
+        E.g. :func:`p13n_utils.prompts.chat_prompt` outputs that end where the answer starts.
     candidates : list of str
         Labels that are one token each, e.g. ``["1", "2", "3", "4", "5"]``.
     batch_size : int, default 16
@@ -331,7 +299,7 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 32, batch_size: in
     model, tokenizer
         From :func:`p13n_utils.models.load_lm`.
     prompts : list of str
-        Usually :func:`chat_prompt` outputs.
+        Usually :func:`p13n_utils.prompts.chat_prompt` outputs.
     max_new_tokens : int, default 32
         Upper bound; a sequence stops earlier at the eos token.
     batch_size : int, default 16

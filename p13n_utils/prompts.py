@@ -1,4 +1,12 @@
-"""Prompt templates for the two direct tasks, shared by every rung of the ladder.
+"""Every prompt template of the series, the chat format, and the one way a movie becomes text.
+
+* :func:`chat_prompt` — a message (or a conversation) in the model's chat template.
+* The two direct tasks (below), the profile-summary requests of notebook 04
+  (:func:`pc_summary_prompt`, :func:`ml_summary_prompt`) and the recommendation prompts of
+  notebook 08 (:func:`rerank_prompts`, :func:`profile_prompts`).
+* :func:`movie_text` / :func:`movie_descriptions` — a movie as text, in the short inline form
+  of the prompts (``"Heat (1995; Action, Crime)"``) or the sentence form embedded by the
+  content-based recommenders (``"Heat (1995). Genres: Action, Crime. Tags: heist."``).
 
 Every notebook from 02 (global) to 07 builds its prompts here, so that the rungs differ only in
 the *context* they put in front of the model, never in the wording around it:
@@ -34,13 +42,49 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .generation import chat_prompt
+import pandas as pd
 
 __all__ = [
-    "CHAT_SYSTEM", "RATING_SYSTEM", "HEADERS", "RATING_CANDIDATES", "RATING_ANSWER_PREFIX", "context_block",
-    "personachat_system", "personachat_messages", "personachat_prompt", "movie_text",
-    "rating_line", "rating_message", "rating_prompt", "genre_persona_lines",
+    "chat_prompt", "CHAT_SYSTEM", "RATING_SYSTEM", "HEADERS", "RATING_CANDIDATES", "RATING_ANSWER_PREFIX",
+    "context_block", "personachat_system", "personachat_messages", "personachat_prompt", "movie_text",
+    "movie_descriptions", "rating_line", "rating_message", "rating_prompt", "genre_persona_lines",
+    "SUMMARY_SYSTEM", "PC_SUMMARY_REQUEST", "PC_SUMMARY_PREFIX", "ML_SUMMARY_REQUEST", "ML_SUMMARY_PREFIX",
+    "pc_summary_prompt", "ml_summary_prompt", "RERANK_SYSTEM", "rerank_prompts", "profile_prompts",
 ]
+
+
+def chat_prompt(tokenizer, user_message, system: str | None = None) -> str:
+    """Format a message in the model's chat template, ready for the assistant's reply.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    user_message : str or list of dict
+        The user's message, or a whole conversation as ``[{"role": "user"|"assistant",
+        "content": ...}, ...]`` ending with a user turn.
+    system : str, optional
+        A system message. Without one, the template's default applies (SmolLM2 inserts
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
+
+    Returns
+    -------
+    str
+        The prompt text, ending where the assistant's reply starts (``add_generation_prompt``).
+        A tokenizer without a chat template gets a plain ``"User: …\\nAssistant:"`` layout.
+    """
+    if isinstance(user_message, str):
+        messages = [{"role": "user", "content": user_message}]
+    else:
+        messages = [dict(message) for message in user_message]
+        if not messages or any(set(m) != {"role", "content"} for m in messages):
+            raise ValueError("user_message must be a string or a non-empty list of {'role', 'content'} dicts")
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + messages
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
 
 CHAT_SYSTEM = ("You are a person chatting with someone you just met. "
                "Reply with one short, casual sentence.")
@@ -61,6 +105,7 @@ HEADERS = {
     "persona": "You are a typical member of a group of people described by:",
     "user_ratings": "Movies this viewer rated before (stars out of 5):",
     "persona_ratings": "This viewer belongs to a group of viewers described as:",
+    "user_summary": "About this viewer:",
 }
 """Headers of the context block, by kind of context (see :func:`context_block`)."""
 
@@ -151,19 +196,58 @@ def personachat_prompt(tokenizer, partner: str, history: Sequence[tuple[str, str
 
 
 # --------------------------------------------------------------------------- MovieLens rating
-def movie_text(title: str, year=None, genres: str | None = None) -> str:
-    """A short description of a movie: ``"Heat (1995; Action, Crime, Thriller)"``.
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and value != value) and \
+        str(value) not in ("", "<NA>", "nan", "None")
+
+
+def movie_text(title: str, year=None, genres: str | None = None, tags: Sequence[str] = (),
+               style: str = "inline") -> str:
+    """A movie as text: the one place where a movie becomes words.
+
+    style "inline" (prompts and context lines): ``"Heat (1995; Action, Crime, Thriller)"``;
+    without genres ``"Heat (1995)"``; ``tags`` are not used.
+    style "sentences" (texts the recommenders embed): ``"Heat (1995). Genres: Action, Crime."``
+    followed by ``" Tags: heist, la."`` when ``tags`` are given.
 
     ``genres`` is MovieLens's pipe-separated string; ``"(no genres listed)"``, None or NA are
     left out, and so is a missing year.
     """
     title = _check_text(title, "title").strip() or "an unknown movie"
-    parts = []
-    if year is not None and str(year) not in ("", "<NA>", "nan", "None"):
-        parts.append(str(int(year)))
-    if isinstance(genres, str) and genres and genres != "(no genres listed)":
-        parts.append(", ".join(genres.split("|")))
-    return f"{title} ({'; '.join(parts)})" if parts else title
+    year = str(int(float(year))) if _known(year) else None
+    genres = ", ".join(genres.split("|")) if isinstance(genres, str) and genres and genres != "(no genres listed)" \
+        else None
+    if style == "inline":
+        parts = [p for p in (year, genres) if p]
+        return f"{title} ({'; '.join(parts)})" if parts else title
+    if style != "sentences":
+        raise ValueError(f"style must be 'inline' or 'sentences', got {style!r}")
+    text = f"{title} ({year})" if year else title
+    text = f"{text}. Genres: {genres}." if genres else f"{text}."
+    return text + (" Tags: " + ", ".join(tags) + "." if len(tags) else "")
+
+
+def movie_descriptions(movies: pd.DataFrame, item_ids: Sequence, genres: bool = True,
+                       style: str = "inline", tags: dict | None = None,
+                       unknown: str = "movie #{item}") -> list[str]:
+    """:func:`movie_text` of each item of a MovieLens ``movies`` table (``item_id, title``,
+    optional ``year, genres``).
+
+    genres : False leaves the genres out (``"Heat (1995)"``, shorter, for context lines).
+    tags : item -> list of tags, for ``style="sentences"`` (see :func:`p13n_utils.recsys.item_texts`).
+    unknown : the text of an item missing from ``movies``, formatted with ``item``.
+    """
+    info = movies.drop_duplicates("item_id").set_index("item_id")
+    tags = tags or {}
+    out = []
+    for item in list(item_ids):
+        if item not in info.index:
+            out.append(unknown.format(item=item))
+            continue
+        row = info.loc[item]
+        out.append(movie_text(str(row["title"]), row.get("year"), row.get("genres") if genres else None,
+                              tags.get(item, ()), style))
+    return out
 
 
 def rating_line(movie: str, rating: float) -> str:
@@ -212,3 +296,66 @@ def genre_persona_lines(top_genres: Sequence[str], mean_rating: float | None = N
     if n_users is not None:
         lines.append(f"Group size: {int(n_users)} viewers")
     return lines
+
+
+# --------------------------------------------------------------------------- profile summaries (04)
+SUMMARY_SYSTEM = ("You write short, factual profiles of people. Use only the information you are "
+                  "given; never invent names, ages or places.")
+"""System message of the profile-summary requests."""
+PC_SUMMARY_REQUEST = ("Here is what we know about a person: their profile facts and things they "
+                      "said in conversations.\n{data}\n\nDescribe this person in two short sentences, "
+                      "in the first person.")
+PC_SUMMARY_PREFIX = "I"
+"""The summary's first word, written into the assistant turn so the LM continues in the first
+person (it is part of the returned summary)."""
+ML_SUMMARY_REQUEST = ("A viewer rated these movies (stars out of 5):\n{data}\n\nIn one or two short "
+                      "sentences, describe this viewer's taste: the kinds of movies they like and dislike.")
+ML_SUMMARY_PREFIX = "This viewer likes"
+
+
+def pc_summary_prompt(tokenizer, facts: Sequence[str], replies: Sequence[str] = (), n_replies: int = 4) -> str:
+    """The request for a PersonaChat profile summary: the user's facts and up to
+    ``n_replies`` of their past replies (training turns only), in the chat template, ending
+    with :data:`PC_SUMMARY_PREFIX` (pass ``prefix=PC_SUMMARY_PREFIX`` to
+    :func:`p13n_utils.user_context.profile_summaries`)."""
+    lines = [f"- {f}" for f in facts] + [f'- said: "{r}"' for r in list(replies)[:n_replies]]
+    if not lines:
+        raise ValueError("nothing to summarise: the user has no facts and no replies (cold start)")
+    request = PC_SUMMARY_REQUEST.format(data="\n".join(lines))
+    return chat_prompt(tokenizer, request, system=SUMMARY_SYSTEM) + PC_SUMMARY_PREFIX
+
+
+def ml_summary_prompt(tokenizer, rating_lines: Sequence[str]) -> str:
+    """The request for a MovieLens profile summary from the user's rating lines
+    (:func:`rating_line`, e.g. :func:`p13n_utils.user_context.ml_summary_lines`); it ends with
+    :data:`ML_SUMMARY_PREFIX`."""
+    if not len(rating_lines):
+        raise ValueError("nothing to summarise: the user has no ratings (cold start)")
+    request = ML_SUMMARY_REQUEST.format(data="\n".join(f"- {line}" for line in rating_lines))
+    return chat_prompt(tokenizer, request, system=SUMMARY_SYSTEM) + ML_SUMMARY_PREFIX
+
+
+# --------------------------------------------------------------------------- recommendation (08)
+RERANK_SYSTEM = "Answer Yes or No."
+
+
+def rerank_prompts(tokenizer, liked: Sequence[str], candidates: Sequence[str]) -> list[str]:
+    """One chat prompt per candidate: the user's liked titles, then a yes/no question.
+
+    Kept short on purpose: on a CPU the cost of LM reranking is the number of prompt tokens
+    (a short system message also replaces the template's longer default one). The prompts of
+    one user differ only after the last line break of the profile, which
+    :func:`p13n_utils.recsys_llm.llm_rerank` exploits to encode the profile once."""
+    profile = "; ".join(liked)
+    return [chat_prompt(tokenizer, f"A user liked: {profile}.\n"
+                                   f"Would they enjoy this movie: {candidate} Answer Yes or No.",
+                        system=RERANK_SYSTEM)
+            for candidate in candidates]
+
+
+def profile_prompts(tokenizer, liked: Sequence[Sequence[str]]) -> list[str]:
+    """Chat prompts asking the LM to describe a user's taste from their liked titles."""
+    return [chat_prompt(tokenizer, "A user liked these movies: " + "; ".join(titles) + ".\n"
+                        "In one sentence, describe the kinds of movies this user enjoys "
+                        "(genres, themes, moods).")
+            for titles in liked]

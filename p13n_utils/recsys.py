@@ -12,12 +12,13 @@ The pieces, in the order a notebook uses them:
    :class:`ImplicitALS` and :class:`ImplicitBPR` (user-level collaborative filtering from the
    ``implicit`` library, on the GPU when one is usable), :class:`ContentRecommender`
    (embeddings of item text) and :class:`HybridRecommender` (both). The PyTorch reference
-   implementation of ALS lives in :mod:`p13n_utils.recsys_torch`.
+   implementation of ALS lives in :mod:`p13n_utils.torch_als`.
 4. :func:`evaluate` — per-user ``ndcg@k``, ``recall@k``, ``map@k`` on held-out positives,
    ranking over every catalog item the user has not interacted with in train; :func:`tune`
    picks hyper-parameters on the validation split.
 5. Text of items and users for the LLM-enhanced methods (:func:`item_texts`,
-   :func:`liked_titles`); the LM and embedder parts live in :mod:`p13n_utils.recsys_torch`.
+   :func:`liked_titles`); LM reranking lives in :mod:`p13n_utils.recsys_llm`, embeddings in
+   :func:`p13n_utils.cache.embed`.
 
 Documented behaviour on awkward input
 -------------------------------------
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import metrics
+from . import metrics, prompts
 
 __all__ = [
     "Interactions", "TopKSplit", "make_split", "make_protocol", "subsample", "binarize", "top_k",
@@ -658,41 +659,23 @@ def visible_tags(tags: pd.DataFrame, *heldout: pd.DataFrame) -> pd.DataFrame:
     return tags[keep].reset_index(drop=True)
 
 
-def _title_with_year(row) -> str:
-    """``"Title (1995)"`` from a movies row (``year`` column optional, NA allowed)."""
-    title = str(row["title"])
-    year = row.get("year", None)
-    return f"{title} ({int(year)})" if year is not None and not pd.isna(year) else title
-
-
 def item_texts(movies: pd.DataFrame, item_ids: Sequence, tags: pd.DataFrame | None = None,
                max_tags: int = 5) -> list[str]:
     """One short text per catalog item: ``"Title (year). Genres: a, b. Tags: x, y."``.
 
     ``tags`` (columns ``item_id, tag``) adds the item's most frequent tags. Pass only tags the
     evaluation may see (e.g. from training interactions) to avoid leaking held-out data.
-    Items missing from ``movies`` get ``"Unknown item <id>."``.
+    Items missing from ``movies`` get ``"Unknown item <id>."`` (:func:`p13n_utils.prompts.movie_text`,
+    ``style="sentences"``).
     """
-    info = movies.drop_duplicates("item_id").set_index("item_id")
     top_tags: dict = {}
     if tags is not None and len(tags):
         counts = (tags.assign(tag=tags["tag"].astype(str).str.strip().str.lower())
                   .groupby(["item_id", "tag"]).size().rename("n").reset_index()
                   .sort_values(["item_id", "n", "tag"], ascending=[True, False, True]))
         top_tags = counts.groupby("item_id")["tag"].apply(lambda s: list(s[:max_tags])).to_dict()
-    texts = []
-    for item in np.asarray(item_ids).tolist():
-        if item not in info.index:
-            texts.append(f"Unknown item {item}.")
-            continue
-        row = info.loc[item]
-        title = _title_with_year(row)
-        genres = str(row.get("genres", "")).replace("|", ", ")
-        text = f"{title}. Genres: {genres}." if genres and genres != "(no genres listed)" else f"{title}."
-        if top_tags.get(item):
-            text += " Tags: " + ", ".join(top_tags[item]) + "."
-        texts.append(text)
-    return texts
+    return prompts.movie_descriptions(movies, np.asarray(item_ids).tolist(), style="sentences", tags=top_tags,
+                                      unknown="Unknown item {item}.")
 
 
 def liked_titles(split: TopKSplit, movies: pd.DataFrame, user_row: int, n: int = 5,
@@ -706,6 +689,5 @@ def liked_titles(split: TopKSplit, movies: pd.DataFrame, user_row: int, n: int =
     liked = mine[mine["rating"] >= min_rating].sort_values("timestamp", ascending=False)
     if liked.empty:
         liked = mine.sort_values(["rating", "timestamp"], ascending=False)
-    info = movies.drop_duplicates("item_id").set_index("item_id")
-    return [_title_with_year(info.loc[i]) if i in info.index else f"item {i}"
-            for i in liked["item_id"].head(n)]
+    return prompts.movie_descriptions(movies, liked["item_id"].head(n).tolist(), genres=False,
+                                      unknown="item {item}")

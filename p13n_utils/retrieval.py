@@ -62,6 +62,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .cache import embed
+
 __all__ = ["RETRIEVERS", "TOKEN_PATTERN", "STOPWORDS_EN", "tokenize", "BM25", "bm25_scores",
            "EmbeddingCache", "dense_scores", "top_k", "retrieve", "select_per_user"]
 
@@ -194,30 +196,26 @@ def bm25_scores(query: str, corpus: Sequence[str], k1: float = 1.5, b: float = 0
 
 # --------------------------------------------------------------------------- dense
 class EmbeddingCache:
-    """Unit-norm sentence embeddings, each distinct text encoded once.
+    """Unit-norm sentence embeddings, each distinct text encoded once (:func:`p13n_utils.cache.embed`).
 
     Parameters
     ----------
-    embedder : sentence-transformers model or callable
+    embedder : sentence-transformers model or callable, optional
         :func:`p13n_utils.models.load_embedder` (anything with ``encode(texts,
-        normalize_embeddings=True)``), or a function ``texts -> (n, d) array`` (tests).
+        normalize_embeddings=True)``), or a function ``texts -> (n, d) array`` (tests). None:
+        the default embedder, whose vectors are also kept on disk by :func:`p13n_utils.cache.embed`.
     batch_size : int, default 64
 
     Call :meth:`add` once with every text a notebook will need (one batched pass), then
     :meth:`vectors` is a dictionary lookup.
     """
 
-    def __init__(self, embedder, batch_size: int = 64):
+    def __init__(self, embedder=None, batch_size: int = 64):
         self.embedder, self.batch_size = embedder, batch_size
         self._vectors: dict[str, np.ndarray] = {}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if hasattr(self.embedder, "encode"):
-            out = self.embedder.encode(texts, normalize_embeddings=True, batch_size=self.batch_size,
-                                       show_progress_bar=False)
-        else:
-            out = self.embedder(texts)
-        out = np.asarray(out, dtype=np.float32)
+        out = embed(texts, self.embedder, self.batch_size)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def add(self, texts: Sequence[str]) -> None:

@@ -49,6 +49,8 @@ import pandas as pd
 
 from . import config, prompts
 from .cache import fingerprint, memo
+# TODO(merge): alignment.py and notebook 07 still import movie_descriptions from here (now prompts).
+from .prompts import movie_descriptions  # noqa: F401
 from .profiles import normalize_fact, personachat_user_ids
 from .splits import personachat_split, temporal_split
 
@@ -57,7 +59,6 @@ __all__ = [
     "personachat_prompts", "score_personachat", "per_user_nll",
     "generate_personachat", "context_with_fallback",
     "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
-    "movie_descriptions",
 ]
 
 ContextFn = Callable[[pd.Series], "Sequence[str] | None"]
@@ -328,26 +329,11 @@ def movielens_rating_eval_set(ml, n_users: int | None = 100, n_per_user: int = 3
     return RatingEval(train.reset_index(drop=True), keep(val), keep(test), ml.movies, eligible)
 
 
-def movie_descriptions(movies: pd.DataFrame, item_ids: Sequence, genres: bool = True) -> list[str]:
-    """``prompts.movie_text`` of each item: ``"Heat (1995; Action, Crime)"`` (``genres=False``:
-    ``"Heat (1995)"``, shorter, for context lines); an unknown item is ``"movie #<id>"``."""
-    info = movies.drop_duplicates("item_id").set_index("item_id")
-    out = []
-    for item in item_ids:
-        if item not in info.index:
-            out.append(f"movie #{item}")
-            continue
-        row = info.loc[item]
-        year = row["year"] if "year" in row and not pd.isna(row["year"]) else None
-        out.append(prompts.movie_text(str(row["title"]), year, row.get("genres") if genres else None))
-    return out
-
-
 def rating_prompts(tokenizer, pairs: pd.DataFrame, movies: pd.DataFrame, context_fn: ContextFn | None = None,
                    header: str = prompts.HEADERS["user_ratings"]) -> list[str]:
     """One rating prompt per (user, item) row of ``pairs`` (``RatingEval.test`` or ``.val``);
     ``context_fn(row)`` gives the context lines (persona description, past ratings) or None."""
-    texts = movie_descriptions(movies, pairs["item_id"].tolist())
+    texts = prompts.movie_descriptions(movies, pairs["item_id"].tolist())
     out = []
     for text, (_, row) in zip(texts, pairs.iterrows()):
         context = None if context_fn is None else context_fn(row)

@@ -6,7 +6,8 @@ level, prompts that carry the user's own data:
 * **contextual** prompting — the user's raw data in the prompt: their PersonaChat facts
   (:func:`pc_facts`), their most recent MovieLens ratings (:func:`ml_history_lines`);
 * **profile-augmented** prompting — an LM-written summary of the user's data (Richardson et
-  al. 2023): :func:`pc_summary_prompt` / :func:`ml_summary_prompt` build the request and
+  al. 2023): :func:`p13n_utils.prompts.pc_summary_prompt` / :func:`~p13n_utils.prompts.ml_summary_prompt`
+  (with :func:`ml_summary_lines`) build the request and
   :func:`profile_summaries` generates one summary per user **once** and caches it on disk;
 * **prompt refinement** — choosing or rewriting the prompt per user with a signal from the
   user's own data (e.g. FERMI, Kim et al. 2024): here each user's prompt template is chosen
@@ -30,29 +31,22 @@ which level was used).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import config, prompts
-from .generation import chat_prompt
+from . import prompts
+from .cache import fingerprint, memo
+from .prompts import movie_descriptions  # re-exported: user-context lines and corpora use it
 from .retrieval import select_per_user  # re-exported: the selection step of prompt refinement
-from .tasks import movie_descriptions  # re-exported: user-context lines and corpora use it
 
 __all__ = [
-    "SUMMARY_HEADER", "SUMMARY_SYSTEM", "PC_SUMMARY_PREFIX", "ML_SUMMARY_PREFIX",
     "evaluated_users", "pc_items", "ml_items", "restrict_to_items", "pc_facts", "pc_replies", "derangement",
-    "movie_descriptions", "ml_history_lines", "pc_summary_prompt", "ml_summary_prompt",
+    "movie_descriptions", "ml_history_lines", "ml_summary_lines",
     "clean_summary", "profile_summaries", "select_per_user", "compose_choice", "with_fallback",
     "pc_corpus", "ml_corpus",
 ]
-
-SUMMARY_HEADER = "About this viewer:"
-"""Header of a MovieLens context block that holds a profile summary instead of ratings."""
-
 
 # =========================================================================== which items
 def evaluated_users(users: Sequence, n: int | None, seed: int = 0) -> np.ndarray:
@@ -185,44 +179,17 @@ def ml_history_lines(rv, user_id, before: str = "test", m: int | None = 8) -> li
 
 
 # =========================================================================== profile summaries
-SUMMARY_SYSTEM = ("You write short, factual profiles of people. Use only the information you are "
-                  "given; never invent names, ages or places.")
-"""System message of the profile-summary requests."""
-PC_SUMMARY_REQUEST = ("Here is what we know about a person: their profile facts and things they "
-                      "said in conversations.\n{data}\n\nDescribe this person in two short sentences, "
-                      "in the first person.")
-PC_SUMMARY_PREFIX = "I"
-"""The summary's first word, written into the assistant turn so the LM continues in the first
-person (it is part of the returned summary)."""
-ML_SUMMARY_REQUEST = ("A viewer rated these movies (stars out of 5):\n{data}\n\nIn one or two short "
-                      "sentences, describe this viewer's taste: the kinds of movies they like and dislike.")
-ML_SUMMARY_PREFIX = "This viewer likes"
-
-
-def pc_summary_prompt(tokenizer, facts: Sequence[str], replies: Sequence[str] = (), n_replies: int = 4) -> str:
-    """The request for a PersonaChat profile summary: the user's facts and up to
-    ``n_replies`` of their past replies (training turns only), in the chat template, ending
-    with :data:`PC_SUMMARY_PREFIX` (pass ``prefix=PC_SUMMARY_PREFIX`` to :func:`profile_summaries`)."""
-    lines = [f"- {f}" for f in facts] + [f'- said: "{r}"' for r in list(replies)[:n_replies]]
-    if not lines:
-        raise ValueError("nothing to summarise: the user has no facts and no replies (cold start)")
-    request = PC_SUMMARY_REQUEST.format(data="\n".join(lines))
-    return chat_prompt(tokenizer, request, system=SUMMARY_SYSTEM) + PC_SUMMARY_PREFIX
-
-
-def ml_summary_prompt(tokenizer, rv, user_id, before: str = "test", n_best: int = 5, n_worst: int = 5) -> str:
-    """The request for a MovieLens profile summary: the user's ``n_best`` highest and
-    ``n_worst`` lowest rated movies known before ``before``, with genres; it ends with
-    :data:`ML_SUMMARY_PREFIX`."""
+def ml_summary_lines(rv, user_id, before: str = "test", n_best: int = 5, n_worst: int = 5) -> list[str]:
+    """What a MovieLens profile summary is written from (:func:`p13n_utils.prompts.ml_summary_prompt`):
+    the user's ``n_best`` highest and ``n_worst`` lowest rated movies known before ``before``,
+    with genres, as rating lines ``"Heat (1995; Action, Crime): 4"``."""
     history = rv.history(user_id, before=before)
     if history.empty:
         raise ValueError(f"nothing to summarise: user {user_id} has no ratings before {before} (cold start)")
     ranked = history.sort_values(["rating", "timestamp"], ascending=[False, False], kind="mergesort")
     chosen = pd.concat([ranked.head(n_best), ranked.iloc[n_best:].tail(n_worst)])
     texts = movie_descriptions(rv.movies, chosen["item_id"].tolist(), genres=True)
-    lines = [f"- {prompts.rating_line(t, r)}" for t, r in zip(texts, chosen["rating"])]
-    request = ML_SUMMARY_REQUEST.format(data="\n".join(lines))
-    return chat_prompt(tokenizer, request, system=SUMMARY_SYSTEM) + ML_SUMMARY_PREFIX
+    return [prompts.rating_line(t, r) for t, r in zip(texts, chosen["rating"])]
 
 
 def _join(prefix: str, continuation: str) -> str:
@@ -260,19 +227,19 @@ def profile_summaries(model, tokenizer, requests: dict, name: str, prefix: str =
     model, tokenizer
         From :func:`p13n_utils.models.load_lm`.
     requests : dict
-        user -> prompt text (:func:`pc_summary_prompt`, :func:`ml_summary_prompt`).
+        user -> prompt text (:func:`p13n_utils.prompts.pc_summary_prompt`, ``ml_summary_prompt``).
     name : str
         A short name for the cache file (e.g. ``"personachat"``).
     prefix : str, default ""
-        The words the requests end with (:data:`PC_SUMMARY_PREFIX`, :data:`ML_SUMMARY_PREFIX`);
+        The words the requests end with (``prompts.PC_SUMMARY_PREFIX``, ``prompts.ML_SUMMARY_PREFIX``);
         they are put back in front of each generated continuation.
     max_new_tokens, batch_size : int
         Greedy decoding settings (:func:`p13n_utils.generation.generate`).
     cache : bool, default True
-        Read/write ``config.CACHE_DIR / "profiles" / "<name>-<hash>.json"``; the hash covers
-        the model's weights (:func:`p13n_utils.cache.fingerprint`), the requests and
-        ``max_new_tokens``, so a changed prompt or model never reuses a stale summary. The
-        file is written atomically (temporary file + rename).
+        Read/write ``config.CACHE_DIR / "profiles" / "<name>-<hash>.json"`` through
+        :func:`p13n_utils.cache.memo`; the hash covers the model's weights
+        (:func:`p13n_utils.cache.fingerprint`), the requests and ``max_new_tokens``, so a
+        changed prompt or model never reuses a stale summary.
     generate_fn : callable, optional
         ``prompts -> texts``; default greedy :func:`p13n_utils.generation.generate` with the
         settings above (tests pass a fake one).
@@ -293,22 +260,15 @@ def profile_summaries(model, tokenizer, requests: dict, name: str, prefix: str =
             return generate(model, tokenizer, batch, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, progress=False)
 
-    path = None
-    if cache:
-        from .cache import fingerprint as model_fingerprint
+    def compute():
+        raw = [str(t) for t in generate_fn(texts)]
+        if len(raw) != len(texts):
+            raise RuntimeError(f"generate_fn returned {len(raw)} texts for {len(texts)} prompts")
+        return raw
 
-        fingerprint = model_fingerprint(model) if model is not None else "no-model"
-        payload = json.dumps({"model": fingerprint, "prompts": texts, "max_new_tokens": max_new_tokens})
-        path = config.CACHE_DIR / "profiles" / f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}.json"
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-            return dict(zip(users, (clean_summary(_join(prefix, t)) for t in raw)))
-    raw = [str(t) for t in generate_fn(texts)]
-    if len(raw) != len(texts):
-        raise RuntimeError(f"generate_fn returned {len(raw)} texts for {len(texts)} prompts")
-    if path is not None:
-        config.atomic_write(path, json.dumps(raw))
+    payload = {"model": fingerprint(model) if model is not None else "no-model", "prompts": texts,
+               "max_new_tokens": max_new_tokens}
+    raw = memo(name, payload, compute, cache=cache, folder="profiles")
     return dict(zip(users, (clean_summary(_join(prefix, t)) for t in raw)))
 
 

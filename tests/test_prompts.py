@@ -1,6 +1,7 @@
 """Prompt templates: what the model sees at each rung, on a tokenizer with and without a chat
 template (no model weights needed)."""
 
+import pandas as pd
 import pytest
 
 from p13n_utils import prompts
@@ -88,3 +89,33 @@ def test_genre_persona_lines():
     assert prompts.genre_persona_lines(["Horror", "Thriller"], 3.44, 12) == [
         "Favourite genres: Horror, Thriller", "Average rating given: 3.4 stars", "Group size: 12 viewers"]
     assert prompts.genre_persona_lines([]) == []
+
+
+def test_movie_text_sentence_style_and_the_movies_table():
+    assert prompts.movie_text("Heat", 1995.0, "Action|Crime", style="sentences") == "Heat (1995). Genres: Action, Crime."
+    assert prompts.movie_text("Heat", None, "(no genres listed)", ["heist", "la"], style="sentences") == \
+        "Heat. Tags: heist, la."
+    assert prompts.movie_text("Heat", 1995, "Action", ["heist"]) == "Heat (1995; Action)"   # inline: no tags
+    with pytest.raises(ValueError, match="style"):
+        prompts.movie_text("Heat", style="poem")
+    movies = pd.DataFrame({"item_id": [1, 2], "title": ["Heat", "Alien"], "year": [1995, None],
+                           "genres": ["Action|Crime", "Horror"]})
+    assert prompts.movie_descriptions(movies, [2, 1, 9]) == ["Alien (Horror)", "Heat (1995; Action, Crime)", "movie #9"]
+    assert prompts.movie_descriptions(movies, [1, 9], genres=False, unknown="item {item}") == ["Heat (1995)", "item 9"]
+    assert prompts.movie_descriptions(movies, [1], style="sentences", tags={1: ["heist"]}) == \
+        ["Heat (1995). Genres: Action, Crime. Tags: heist."]
+
+
+def test_chat_prompt_without_a_template_and_bad_messages():
+    assert prompts.chat_prompt(TOK, "hello", system="Be brief.") == "System: Be brief.\nUser: hello\nAssistant:"
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                    {"role": "user", "content": "ok?"}]
+    assert prompts.chat_prompt(TOK, conversation).endswith("Assistant: yo\nUser: ok?\nAssistant:")
+    with pytest.raises(ValueError, match="role"):
+        prompts.chat_prompt(TOK, [{"text": "hi"}])
+
+
+def test_rerank_prompts_share_the_profile_line():
+    asks = prompts.rerank_prompts(TOK, ["Alien (1979)", "Heat (1995)"], ["Babe (1995).", "Se7en (1995)."])
+    assert len(asks) == 2 and asks[0].split("Would")[0] == asks[1].split("Would")[0]
+    assert "A user liked: Alien (1979); Heat (1995).\n" in asks[0] and prompts.RERANK_SYSTEM in asks[0]

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from p13n_utils import metrics, recsys, recsys_torch
-from p13n_utils.recsys_torch import SparsePattern, TorchALS
+from p13n_utils import metrics, prompts, recsys, recsys_llm
+from p13n_utils.torch_als import SparsePattern, TorchALS
 
 
 def planted(n_users=200, n_items=300, n_groups=4, per_user=40, seed=0):
@@ -320,14 +320,14 @@ def test_llm_rerank_orders_by_p_yes(monkeypatch):
     candidates = np.array([[10, 11, 12], [20, 21, 22]])
     texts = [["A. Genres: Drama.", "B. Genres: Comedy.", "C. Genres: Drama."],
              ["D. Genres: Comedy.", "E. Genres: Drama.", "F. Genres: Comedy."]]
-    reranked, p_yes = recsys_torch.llm_rerank(None, _PlainTokenizer(), [["X"], ["Y"]], candidates, texts,
+    reranked, p_yes = recsys_llm.llm_rerank(None, _PlainTokenizer(), [["X"], ["Y"]], candidates, texts,
                                               shared_prefix=False)
     assert reranked.tolist() == [[11, 10, 12], [20, 22, 21]]  # ties keep the base order
     assert p_yes.shape == (2, 3)
     with pytest.raises(ValueError, match="one entry per user"):
-        recsys_torch.llm_rerank(None, _PlainTokenizer(), [["X"]], candidates, texts)
-    prompts = recsys_torch.profile_prompts(_PlainTokenizer(), [["Alien (1979)", "Heat (1995)"]])
-    assert "Alien (1979); Heat (1995)" in prompts[0] and prompts[0].endswith("Assistant:")
+        recsys_llm.llm_rerank(None, _PlainTokenizer(), [["X"]], candidates, texts)
+    asks = prompts.profile_prompts(_PlainTokenizer(), [["Alien (1979)", "Heat (1995)"]])
+    assert "Alien (1979); Heat (1995)" in asks[0] and asks[0].endswith("Assistant:")
 
 
 def test_shared_prefix_scoring_matches_full_prompts():
@@ -340,15 +340,15 @@ def test_shared_prefix_scoring_matches_full_prompts():
     texts = [["Casino (1995). Genres: Crime, Drama.", "Babe (1995). Genres: Children, Drama.",
               "Se7en (1995). Genres: Mystery, Thriller. Tags: dark."]]
     candidates = np.array([[4, 5, 6]])
-    shared, p_shared = recsys_torch.llm_rerank(model, tokenizer, liked, candidates, texts, batch_size=2)
-    plain, p_plain = recsys_torch.llm_rerank(model, tokenizer, liked, candidates, texts, shared_prefix=False)
+    shared, p_shared = recsys_llm.llm_rerank(model, tokenizer, liked, candidates, texts, batch_size=2)
+    plain, p_plain = recsys_llm.llm_rerank(model, tokenizer, liked, candidates, texts, shared_prefix=False)
     np.testing.assert_allclose(p_shared, p_plain, atol=1e-4)
     assert (shared == plain).all()
-    prompts = recsys_torch.rerank_prompts(tokenizer, liked[0], texts[0])
-    prefix, rests = recsys_torch._split_at_shared_line(prompts)
+    asks = prompts.rerank_prompts(tokenizer, liked[0], texts[0])
+    prefix, rests = recsys_llm._split_at_shared_line(asks)
     assert prefix.endswith("Toy Story (1995).\n") and all(r.startswith("Would they enjoy") for r in rests)
     with pytest.raises(ValueError, match="single-token"):
-        recsys_torch.next_token_shared_prefix(model, tokenizer, prompts, ["Yes please", "No"])
+        recsys_llm.next_token_shared_prefix(model, tokenizer, asks, ["Yes please", "No"])
 
 
 def test_subsample_keeps_popular_items_and_a_seeded_user_sample():
@@ -367,34 +367,6 @@ def test_visible_tags_drop_tags_on_heldout_movies():
     kept = recsys.visible_tags(tags, heldout)
     assert kept["tag"].tolist() == ["b", "c"]  # user 2's tag on movie 10 reveals nothing about user 1
     assert recsys.visible_tags(tags.iloc[:0], heldout).empty
-
-
-class _FakeEmbedder:
-    def __init__(self):
-        self.calls = 0
-
-    def encode(self, texts, batch_size, normalize_embeddings, show_progress_bar):
-        self.calls += 1
-        vectors = np.array([[len(t), 1.0] for t in texts])
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize_embeddings else vectors
-
-
-def test_embed_texts_caches_the_default_embedder(tmp_path, monkeypatch):
-    from p13n_utils import config, models
-
-    fake = _FakeEmbedder()
-    monkeypatch.setattr(models, "load_embedder", lambda: fake)
-    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
-    first = recsys_torch.embed_texts(["a", "bbb"])
-    again = recsys_torch.embed_texts(["a", "bbb"])
-    assert fake.calls == 1 and first.dtype == np.float32
-    np.testing.assert_array_equal(first, again)
-    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-6)
-    recsys_torch.embed_texts(["a", "bbb", "c"])
-    assert fake.calls == 2  # other texts, other cache entry
-    recsys_torch.embed_texts(["a"], embedder=fake)  # a caller's embedder is never cached
-    recsys_torch.embed_texts(["a"], embedder=fake)
-    assert fake.calls == 4
 
 
 def test_tune_refuses_an_empty_grid(protocol):

@@ -134,14 +134,17 @@ def test_movie_descriptions_with_and_without_genres(rating):
 def test_summary_prompts_carry_the_data_and_refuse_cold_start(pc, rating):
     tok = PlainTokenizer()
     user = int(pc.users[0])
-    text = uc.pc_summary_prompt(tok, uc.pc_facts(pc, user), uc.pc_replies(pc, user), n_replies=2)
+    text = prompts.pc_summary_prompt(tok, uc.pc_facts(pc, user), uc.pc_replies(pc, user), n_replies=2)
     assert all(fact in text for fact in uc.pc_facts(pc, user))
-    assert text.count('said: "') == 2 and text.endswith(uc.PC_SUMMARY_PREFIX)
+    assert text.count('said: "') == 2 and text.endswith(prompts.PC_SUMMARY_PREFIX)
     with pytest.raises(ValueError, match="cold start"):
-        uc.pc_summary_prompt(tok, [], [])
+        prompts.pc_summary_prompt(tok, [], [])
     ml_user = int(rating.users[0])
-    text = uc.ml_summary_prompt(tok, rating, ml_user, before="val", n_best=2, n_worst=2)
-    assert text.count("\n- ") == 4 and text.endswith(uc.ML_SUMMARY_PREFIX)
+    lines = uc.ml_summary_lines(rating, ml_user, before="val", n_best=2, n_worst=2)
+    text = prompts.ml_summary_prompt(tok, lines)
+    assert len(lines) == 4 and text.count("\n- ") == 4 and text.endswith(prompts.ML_SUMMARY_PREFIX)
+    with pytest.raises(ValueError, match="cold start"):
+        prompts.ml_summary_prompt(tok, [])
     val_titles = uc.movie_descriptions(rating.movies, rating.val.loc[rating.val["user_id"] == ml_user, "item_id"])
     assert not any(title in text for title in val_titles)
 
