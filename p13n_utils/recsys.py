@@ -4,8 +4,9 @@ notebook 08 (global → persona → user, plus the LLM-enhanced ones).
 The pieces, in the order a notebook uses them:
 
 1. :class:`Interactions` — a users × items sparse matrix of ratings with its id mappings.
-2. :func:`make_protocol` — per-user temporal holdout (test), and a validation split carved from
-   the training part the same way (every hyper-parameter is chosen on validation).
+2. :func:`make_protocol` — per-user temporal holdout (test; or one global time cut,
+   ``split="global_time"``), and a validation split carved from the training part the same way
+   (every hyper-parameter is chosen on validation).
 3. Recommenders sharing one interface, ``fit(X)`` on the users × items rating matrix, then
    ``score(users)`` / ``recommend(users, k, exclude)`` by user row:
    :class:`PopularityRecommender` (global), :class:`SegmentPopularityRecommender` (persona),
@@ -223,25 +224,37 @@ def make_split(train_ratings: pd.DataFrame, heldout_ratings: pd.DataFrame,
 
 
 def make_protocol(ratings: pd.DataFrame, item_ids: Sequence | None = None, test_frac: float = 0.2,
-                  min_rating: float = 4.0) -> tuple[TopKSplit, TopKSplit]:
-    """Per-user temporal holdout: ``(validation, test)`` splits sharing one indexing.
+                  min_rating: float = 4.0, split: str = "temporal") -> tuple[TopKSplit, TopKSplit]:
+    """Time-ordered holdout: ``(validation, test)`` splits sharing one indexing.
 
-    ``test``: each user's last ``test_frac`` of ratings by time are held out, the rest is
-    train. ``validation``: the same cut applied again to that train part, so that tuning never
-    sees the test ratings. Rows are all users of ``ratings``; columns are ``item_ids`` (pass the
+    ``test``: the last ``test_frac`` of the ratings by time are held out, the rest is train.
+    ``validation``: the same cut applied again to that train part, so that tuning never sees
+    the test ratings. Rows are all users of ``ratings``; columns are ``item_ids`` (pass the
     whole catalog, e.g. ``movies.item_id``, so that items nobody rated stay recommendable),
     joined with every rated item.
-    """
-    from .splits import temporal_split
 
+    split : "temporal" (default) cuts each user's own history
+        (:func:`p13n_utils.splits.temporal_split`: other users' later ratings stay in train);
+        "global_time" cuts everybody at one time (:func:`p13n_utils.splits.global_time_split`,
+        ``min_train=0``: users who appear only after the cut are held out whole, as cold-start
+        users), so nothing in train is later than what is predicted.
+    """
+    from .splits import global_time_split, temporal_split
+
+    if split == "temporal":
+        cut = lambda frame: temporal_split(frame, test_frac=test_frac)  # noqa: E731
+    elif split == "global_time":
+        cut = lambda frame: global_time_split(frame, test_frac=test_frac, min_train=0)  # noqa: E731
+    else:
+        raise ValueError(f"split must be 'temporal' or 'global_time', got {split!r}")
     _check_ratings(ratings)
     user_ids = np.asarray(sorted(ratings["user_id"].unique()))
     catalog = set(ratings["item_id"].unique().tolist())
     if item_ids is not None:
         catalog |= set(np.asarray(item_ids).tolist())
     item_ids = np.asarray(sorted(catalog))
-    train, test = temporal_split(ratings, test_frac=test_frac)
-    inner, valid = temporal_split(train, test_frac=test_frac)
+    train, test = cut(ratings)
+    inner, valid = cut(train)
     validation = make_split(inner, valid, user_ids, item_ids, min_rating)
     return validation, make_split(train, test, user_ids, item_ids, min_rating)
 

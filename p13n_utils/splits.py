@@ -1,7 +1,10 @@
 """Train/test splits without leakage.
 
-- :func:`temporal_split`: each user's *last* interactions (by time) are held out, so a model
-  trained on the rest never sees the future it is asked to predict (warm users).
+- :func:`temporal_split`: each user's *last* interactions (by time) are held out (warm users).
+  The cut is per user: a user's own future is never in train, but other users' ratings made
+  after it can be.
+- :func:`global_time_split`: one time cut for everybody: train is everything before it, test
+  everything after, so a model trained on train never sees the future it is asked to predict.
 - :func:`user_split`: whole users are held out (cold-start users: none of their data is in
   train).
 - :func:`personachat_split`: each dialogue's last turns are held out; the earlier turns are
@@ -29,6 +32,13 @@ def temporal_split(ratings: pd.DataFrame, test_frac: float | None = None, n_test
                    user_col: str = "user_id", time_col: str = "timestamp",
                    min_train: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-user temporal holdout: each user's last ``n_test`` (or last ``test_frac``) rows.
+
+    What it guarantees: for each user, every test row is at or after all of **that user's**
+    train rows, and a held-out (user, item) pair is not in train. What it does not: the cut
+    falls at a different time for each user, so train holds **other users'** ratings made
+    after a user's test rating (on MovieLens, a large share of them): a model trained on it
+    knows later trends (popular new releases, for instance) than the user it predicts for.
+    When "the model never sees the future" matters, use :func:`global_time_split`.
 
     Parameters
     ----------
@@ -79,6 +89,64 @@ def temporal_split(ratings: pd.DataFrame, test_frac: float | None = None, n_test
         held = pd.MultiIndex.from_frame(test[[user_col, "item_id"]])
         train = train[~pd.MultiIndex.from_frame(train[[user_col, "item_id"]]).isin(held)]
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def global_time_split(ratings: pd.DataFrame, test_frac: float = 0.2, cut_time=None,
+                      user_col: str = "user_id", time_col: str = "timestamp",
+                      min_train: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Global time cut: every row before one time goes to train, every row at or after it to test.
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        One row per interaction with at least ``user_col`` and ``time_col``.
+    test_frac : float in (0, 1), default 0.2
+        Without ``cut_time``: the cut is the time of the row at the ``1 - test_frac`` position
+        of all rows sorted by time, so about ``test_frac`` of the rows are test (ties at the
+        cut all go to test).
+    cut_time : optional
+        The cut itself (same type as ``time_col``); overrides ``test_frac``.
+    min_train : int, default 1
+        Test rows are kept only for users with at least ``min_train`` train rows (0 keeps
+        users who appear only after the cut: new users).
+
+    Returns
+    -------
+    train, test : DataFrame
+        As :func:`temporal_split` returns them (same columns, sorted by user then time, fresh
+        index, a held-out (user, item) pair removed from train). Every train row is before
+        every test row, for all users together: nothing in train happened after anything the
+        model is asked to predict.
+    """
+    for col in (user_col, time_col):
+        if col not in ratings.columns:
+            raise KeyError(f"column {col!r} not in ratings (columns: {list(ratings.columns)})")
+    if cut_time is None:
+        if not 0 < test_frac < 1:
+            raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+        if len(ratings) < 2:
+            raise ValueError("need at least 2 rows to cut")
+        times = np.sort(ratings[time_col].to_numpy())
+        cut_time = times[min(len(times) - 1, int(np.floor((1 - test_frac) * len(times))))]
+    ordered = _sort_by_time(ratings, user_col, time_col).reset_index(drop=True)
+    is_test = (ordered[time_col] >= cut_time).to_numpy()
+    train, test = ordered[~is_test], ordered[is_test]
+    n_train = train.groupby(user_col).size()
+    test = test[test[user_col].map(n_train).fillna(0).to_numpy() >= min_train]
+    if "item_id" in ordered.columns:
+        held = pd.MultiIndex.from_frame(test[[user_col, "item_id"]])
+        train = train[~pd.MultiIndex.from_frame(train[[user_col, "item_id"]]).isin(held)]
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def later_train_share(train: pd.DataFrame, test: pd.DataFrame, time_col: str = "timestamp") -> float:
+    """The mean, over test rows, of the share of train rows made strictly later than the test
+    row: 0 for :func:`global_time_split`, and what :func:`temporal_split` lets through."""
+    if test.empty or train.empty:
+        raise ValueError("train and test must both hold rows")
+    times = np.sort(train[time_col].to_numpy())
+    later = len(times) - np.searchsorted(times, test[time_col].to_numpy(), side="right")
+    return float(np.mean(later / len(times)))
 
 
 def user_split(ratings: pd.DataFrame, test_users_frac: float = 0.2, seed: int = 0,

@@ -373,3 +373,16 @@ def test_tune_refuses_an_empty_grid(protocol):
     validation, _ = protocol
     with pytest.raises(ValueError, match="grid is empty"):
         recsys.tune(lambda smoothing: recsys.PopularityRecommender(), {"smoothing": []}, validation)
+
+
+def test_make_protocol_global_time_cut_never_trains_on_later_ratings():
+    ratings, _ = planted()
+    ratings = ratings.assign(timestamp=np.random.default_rng(3).permutation(len(ratings)))
+    validation, test = recsys.make_protocol(ratings, split="global_time")
+    assert test.train_ratings["timestamp"].max() < test.heldout_ratings["timestamp"].min()
+    assert validation.train_ratings["timestamp"].max() < validation.heldout_ratings["timestamp"].min()
+    assert list(test.train.user_ids) == list(validation.train.user_ids)
+    _, per_user = recsys.make_protocol(ratings)
+    assert per_user.train_ratings["timestamp"].max() > per_user.heldout_ratings["timestamp"].min()
+    with pytest.raises(ValueError, match="split"):
+        recsys.make_protocol(ratings, split="random")

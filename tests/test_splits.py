@@ -129,3 +129,38 @@ def test_movielens_temporal_split_on_the_real_data():
     assert test["user_id"].nunique() == 610  # every user has >= 20 ratings
     assert len(test) == 3_050 and len(train) == 100_836 - 3_050
     assert not pairs(train) & pairs(test)
+
+
+def test_global_time_split_puts_every_train_row_before_every_test_row(ratings):
+    train, test = splits.global_time_split(ratings, test_frac=0.25, min_train=0)
+    assert train["timestamp"].max() < test["timestamp"].min()
+    assert len(train) + len(test) <= len(ratings) and abs(len(test) / len(ratings) - 0.25) < 0.05
+    assert splits.later_train_share(train, test) == 0.0
+    assert list(train.columns) == list(ratings.columns) and list(test.columns) == list(ratings.columns)
+    pdt.assert_frame_equal(train, train.sort_values(["user_id", "timestamp"], kind="mergesort").reset_index(drop=True))
+
+
+def test_global_time_split_cut_time_min_train_and_repeats():
+    ratings = pd.DataFrame({"user_id": [1, 1, 1, 2, 3, 3], "item_id": [10, 11, 10, 12, 13, 14],
+                            "timestamp": [1, 2, 5, 6, 2, 7], "rating": 4.0})
+    train, test = splits.global_time_split(ratings, cut_time=5)
+    # user 2 appears only after the cut: dropped with min_train=1, kept with min_train=0
+    assert test[["user_id", "item_id"]].values.tolist() == [[1, 10], [3, 14]]
+    assert train[["user_id", "item_id"]].values.tolist() == [[1, 11], [3, 13]]   # (1, 10) repeated later: removed
+    _, with_new = splits.global_time_split(ratings, cut_time=5, min_train=0)
+    assert 2 in set(with_new["user_id"])
+    with pytest.raises(ValueError, match="test_frac"):
+        splits.global_time_split(ratings, test_frac=1.5)
+    with pytest.raises(KeyError, match="timestamp"):
+        splits.global_time_split(ratings.drop(columns="timestamp"))
+
+
+def test_per_user_temporal_split_lets_other_users_later_ratings_into_train():
+    # user 1 is active early, user 2 late: user 1's test rating is older than all of user 2's train
+    ratings = pd.DataFrame({"user_id": [1, 1, 2, 2, 2], "item_id": [1, 2, 3, 4, 5],
+                            "timestamp": [1, 2, 10, 11, 12], "rating": 4.0})
+    train, test = splits.temporal_split(ratings, n_test=1)
+    later = splits.later_train_share(train, test)
+    assert later == pytest.approx((2 / 3 + 0) / 2)       # user 1's test (t=2): 2 of 3 train rows later
+    train_g, test_g = splits.global_time_split(ratings, test_frac=0.4)
+    assert splits.later_train_share(train_g, test_g) == 0.0
