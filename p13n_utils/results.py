@@ -185,11 +185,14 @@ def record_rating_errors(task: str, level: str, method: str, errors: pd.DataFram
 
 
 
-def fmt_ci(value: float, lower: float | None = None, upper: float | None = None, digits: int = 3) -> str:
-    """``"0.123 [0.100, 0.150]"``: a value with its interval, as every table of the series shows it."""
-    text = f"{value:.{digits}f}"
+def fmt_ci(value: float, lower: float | None = None, upper: float | None = None, digits: int = 3,
+           signed: bool = False) -> str:
+    """``"0.123 [0.100, 0.150]"``: a value with its interval, as every table of the series shows it
+    (``signed=True``: ``"+0.123 [-0.010, +0.250]"``, for differences)."""
+    spec = f"{'+' if signed else ''}.{digits}f"
+    text = f"{value:{spec}}"
     if lower is not None and upper is not None:
-        text += f" [{lower:.{digits}f}, {upper:.{digits}f}]"
+        text += f" [{lower:{spec}}, {upper:{spec}}]"
     return text
 
 

@@ -2,6 +2,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from p13n_utils import results
@@ -75,3 +76,15 @@ def test_bootstrap_ci_median_and_bad_input():
 def test_record_ci_records_interval_and_n():
     row = results.record_ci("t", "user", "m", "mae", [1.0, 2.0, 3.0, 4.0], n_resamples=500)
     assert row["value"] == 2.5 and row["n"] == 4 and row["lower"] < 2.5 < row["upper"]
+
+
+def test_fmt_ci_and_paired_table():
+    assert results.fmt_ci(0.12345, 0.1, 0.15) == "0.123 [0.100, 0.150]"
+    assert results.fmt_ci(2.0, digits=1) == "2.0"
+    assert results.fmt_ci(0.02, -0.01, 0.05, digits=2, signed=True) == "+0.02 [-0.01, +0.05]"
+    a = pd.Series([1.0, 2.0, 3.0], index=[1, 2, 3])
+    b = pd.Series([2.0, 2.0, 4.0], index=[3, 2, 1])        # paired by user, not by position
+    d = results.paired_difference(a, b, n_resamples=200)
+    assert d["mean"] == pytest.approx(((1 - 4) + 0 + (3 - 2)) / 3) and d["share_a_lower"] == pytest.approx(1 / 3)
+    table = results.paired_table({"a - b": d}, digits=2)
+    assert table.loc["a - b", "n"] == 3 and table.loc["a - b", "difference [95% CI]"].startswith(f"{d['mean']:.2f} [")
