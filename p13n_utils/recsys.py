@@ -9,7 +9,8 @@ The pieces, in the order a notebook uses them:
    (every hyper-parameter is chosen on validation).
 3. Recommenders sharing one interface, ``fit(X)`` on the users × items rating matrix, then
    ``score(users)`` / ``recommend(users, k, exclude)`` by user row:
-   :class:`PopularityRecommender` (global), :class:`SegmentPopularityRecommender` (persona),
+   :class:`RandomRecommender` (the floor), :class:`PopularityRecommender` (global),
+   :class:`SegmentPopularityRecommender` (persona),
    :class:`ImplicitALS` and :class:`ImplicitBPR` (user-level collaborative filtering from the
    ``implicit`` library, on the GPU when one is usable), :class:`ContentRecommender`
    (embeddings of item text) and :class:`HybridRecommender` (both). The PyTorch reference
@@ -50,7 +51,7 @@ from . import metrics, prompts
 
 __all__ = [
     "Interactions", "TopKSplit", "make_split", "make_protocol", "subsample", "binarize", "top_k",
-    "Recommender", "PopularityRecommender", "SegmentPopularityRecommender", "ImplicitALS",
+    "Recommender", "RandomRecommender", "PopularityRecommender", "SegmentPopularityRecommender", "ImplicitALS",
     "ImplicitBPR", "ContentRecommender", "HybridRecommender", "evaluate", "tune",
     "cold_user_rows", "cold_item_cols", "cold_item_recall", "implicit_uses_gpu",
     "visible_tags", "item_texts", "liked_titles",
@@ -366,6 +367,25 @@ class PopularityRecommender(Recommender):
         return np.broadcast_to(self.item_counts_, (users.size, self.n_items_)).copy()
 
 
+class RandomRecommender(Recommender):
+    """The floor: a seeded random ranking. User row ``u`` gets the scores
+    ``numpy.random.default_rng([seed, u]).random(n_items)``, so a user's ranking depends only on
+    the seed and the row, not on which other users are asked; every recommender should beat it."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def _fit(self, X):
+        pass
+
+    def score(self, users):
+        users = self._rows(users)
+        return np.stack([np.random.default_rng([self.seed, int(u)]).random(self.n_items_) for u in users]) \
+            if users.size else np.zeros((0, self.n_items_))
+
+
 class SegmentPopularityRecommender(Recommender):
     """Persona level: popularity within the user's segment, shrunk toward global popularity.
 
@@ -480,17 +500,25 @@ class ImplicitALS(_ImplicitMF):
 
 
 class ImplicitBPR(_ImplicitMF):
-    """User level: Bayesian Personalized Ranking (Rendle et al. 2009) from ``implicit``."""
+    """User level: Bayesian Personalized Ranking (Rendle et al. 2009) from ``implicit``.
+
+    num_threads : int, default 1. ``implicit`` runs BPR's stochastic gradient steps on several
+        threads without locks (Hogwild), so with more than one thread two fits with the same
+        seed differ; one thread makes a fit reproducible (0: every core, faster, not
+        reproducible). On a GPU the fit is not bit-reproducible either.
+    """
 
     name = "bpr"
 
     def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-                 iterations: int = 100, seed: int = 0, use_gpu: bool | None = None):
+                 iterations: int = 100, seed: int = 0, use_gpu: bool | None = None, num_threads: int = 1):
         super().__init__(use_gpu, factors=factors, learning_rate=learning_rate,
                          regularization=regularization, iterations=iterations, random_state=seed)
+        self.num_threads = int(num_threads)
 
     def _make(self):
-        return _implicit().bpr.BayesianPersonalizedRanking(**self.params, use_gpu=self.use_gpu)
+        threads = {} if self.use_gpu else {"num_threads": self.num_threads}
+        return _implicit().bpr.BayesianPersonalizedRanking(**self.params, use_gpu=self.use_gpu, **threads)
 
 
 class ContentRecommender(Recommender):

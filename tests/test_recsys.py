@@ -386,3 +386,23 @@ def test_make_protocol_global_time_cut_never_trains_on_later_ratings():
     assert per_user.train_ratings["timestamp"].max() > per_user.heldout_ratings["timestamp"].min()
     with pytest.raises(ValueError, match="split"):
         recsys.make_protocol(ratings, split="random")
+
+
+def test_random_ranking_is_seeded_per_user_and_every_recommender_beats_it(protocol):
+    _, test = protocol
+    rand = recsys.RandomRecommender(seed=3).fit(test.train.matrix)
+    users = test.users[:5]
+    np.testing.assert_array_equal(rand.score(users)[2], rand.score(users[2:3])[0])   # independent of the batch
+    np.testing.assert_array_equal(rand.score(users), recsys.RandomRecommender(seed=3).fit(test.train.matrix).score(users))
+    assert not np.array_equal(rand.score(users), recsys.RandomRecommender(seed=4).fit(test.train.matrix).score(users))
+    floor = mean_ndcg(recsys.RandomRecommender(seed=0), test)
+    for model in (recsys.PopularityRecommender(), recsys.ImplicitALS(factors=8, iterations=5, use_gpu=False),
+                  recsys.ImplicitBPR(factors=8, iterations=20, use_gpu=False)):
+        assert mean_ndcg(model, test) > floor
+
+
+def test_bpr_on_one_thread_is_reproducible(protocol):
+    _, test = protocol
+    fits = [recsys.ImplicitBPR(factors=8, iterations=10, seed=1, use_gpu=False).fit(test.train.matrix) for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].user_factors_, fits[1].user_factors_)
+    np.testing.assert_array_equal(fits[0].item_factors_, fits[1].item_factors_)
