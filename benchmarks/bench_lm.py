@@ -154,8 +154,9 @@ def bench_scoring(model, tokenizer, pairs, batch_size, repeats, gemm_flops, devi
     import torch
 
     from p13n_utils import generation
+    from p13n_utils.prompts import chat_prompt
 
-    prompts = [generation.chat_prompt(tokenizer, m, system=s) for m, s in zip(pairs["messages"], pairs["system"])]
+    prompts = [chat_prompt(tokenizer, m, system=s) for m, s in zip(pairs["messages"], pairs["system"])]
     targets = list(pairs["target"])
     n_params = model.num_parameters()
     n_embedding = model.get_input_embeddings().weight.numel()
@@ -196,8 +197,9 @@ def bench_generation(model, tokenizer, pairs, n_prompts, batch_size, max_new_tok
     import torch
 
     from p13n_utils import generation
+    from p13n_utils.prompts import chat_prompt
 
-    prompts = [generation.chat_prompt(tokenizer, m, system=s)
+    prompts = [chat_prompt(tokenizer, m, system=s)
                for m, s in zip(pairs["messages"][:n_prompts], pairs["system"][:n_prompts])]
     generation.generate(model, tokenizer, prompts[:1], max_new_tokens=4, progress=False)  # warm-up
     rows = []

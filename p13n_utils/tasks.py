@@ -47,7 +47,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, prompts
+from . import prompts
 from .cache import fingerprint, memo
 # TODO(merge): alignment.py and notebook 07 still import movie_descriptions from here (now prompts).
 from .prompts import movie_descriptions  # noqa: F401

@@ -38,12 +38,12 @@ import pandas as pd
 
 from . import prompts
 from .cache import fingerprint, memo
-from .prompts import movie_descriptions  # re-exported: user-context lines and corpora use it
+from .prompts import movie_descriptions
 from .retrieval import select_per_user  # re-exported: the selection step of prompt refinement
 
 __all__ = [
     "evaluated_users", "pc_items", "ml_items", "restrict_to_items", "pc_facts", "pc_replies", "derangement",
-    "movie_descriptions", "ml_history_lines", "ml_summary_lines",
+    "ml_history_lines", "ml_summary_lines",
     "clean_summary", "profile_summaries", "select_per_user", "compose_choice", "with_fallback",
     "pc_corpus", "ml_corpus",
 ]

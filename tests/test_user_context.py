@@ -113,10 +113,10 @@ def test_ml_history_lines_are_the_latest_ratings_before_the_split(rating):
     user = int(rating.users[0])
     before_test = rating.history(user, "test")
     lines = uc.ml_history_lines(rating, user, "test", m=3)
-    titles = uc.movie_descriptions(rating.movies, before_test["item_id"].tail(3), genres=False)
+    titles = prompts.movie_descriptions(rating.movies, before_test["item_id"].tail(3), genres=False)
     assert lines == [prompts.rating_line(t, r) for t, r in zip(titles, before_test["rating"].tail(3))]
     val_items = set(rating.val.loc[rating.val["user_id"] == user, "item_id"])
-    val_titles = set(uc.movie_descriptions(rating.movies, list(val_items), genres=False))
+    val_titles = set(prompts.movie_descriptions(rating.movies, list(val_items), genres=False))
     assert not any(line.rsplit(":", 1)[0] in val_titles for line in uc.ml_history_lines(rating, user, "val", m=None))
     assert len(uc.ml_history_lines(rating, user, "test", m=None)) == len(before_test)
     with pytest.raises(KeyError, match="unknown MovieLens user"):
@@ -125,9 +125,9 @@ def test_ml_history_lines_are_the_latest_ratings_before_the_split(rating):
 
 def test_movie_descriptions_with_and_without_genres(rating):
     item = int(rating.movies["item_id"].iloc[0])
-    with_genres, short = (uc.movie_descriptions(rating.movies, [item], g)[0] for g in (True, False))
+    with_genres, short = (prompts.movie_descriptions(rating.movies, [item], g)[0] for g in (True, False))
     assert short in with_genres or with_genres.startswith(short[:-1])
-    assert uc.movie_descriptions(rating.movies, [-5]) == ["movie #-5"]
+    assert prompts.movie_descriptions(rating.movies, [-5]) == ["movie #-5"]
 
 
 # --------------------------------------------------------------------------- profiles
@@ -145,7 +145,7 @@ def test_summary_prompts_carry_the_data_and_refuse_cold_start(pc, rating):
     assert len(lines) == 4 and text.count("\n- ") == 4 and text.endswith(prompts.ML_SUMMARY_PREFIX)
     with pytest.raises(ValueError, match="cold start"):
         prompts.ml_summary_prompt(tok, [])
-    val_titles = uc.movie_descriptions(rating.movies, rating.val.loc[rating.val["user_id"] == ml_user, "item_id"])
+    val_titles = prompts.movie_descriptions(rating.movies, rating.val.loc[rating.val["user_id"] == ml_user, "item_id"])
     assert not any(title in text for title in val_titles)
 
 
