@@ -197,8 +197,8 @@ def personachat_prompt(tokenizer, partner: str, history: Sequence[tuple[str, str
 
 # --------------------------------------------------------------------------- MovieLens rating
 def _known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and value != value) and \
-        str(value) not in ("", "<NA>", "nan", "None")
+    """False for None, NaN, NA and the empty string."""
+    return value is not None and not pd.isna(value) and str(value).strip() != ""
 
 
 def movie_text(title: str, year=None, genres: str | None = None, tags: Sequence[str] = (),
