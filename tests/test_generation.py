@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from p13n_utils import generation, models, prompts
+from p13n_utils import generation, models
+from p13n_utils.prompts import chat_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,15 +52,15 @@ def reference_logprobs(model, tokenizer, prompt, target):
 # --------------------------------------------------------------------------- chat_prompt (p13n_utils.prompts)
 def test_chat_prompt_uses_the_template(lm):
     _, tokenizer = lm
-    prompt = prompts.chat_prompt(tokenizer, "what do you like?", system="You are Bob.")
+    prompt = chat_prompt(tokenizer, "what do you like?", system="You are Bob.")
     assert prompt.endswith("<|im_start|>assistant\n")
     assert "You are Bob." in prompt and "what do you like?" in prompt and "SmolLM" not in prompt
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"},
                     {"role": "user", "content": "how are you?"}]
-    multi = prompts.chat_prompt(tokenizer, conversation)
+    multi = chat_prompt(tokenizer, conversation)
     assert multi.index("hi") < multi.index("hello!") < multi.index("how are you?")
     with pytest.raises(ValueError, match="role"):
-        prompts.chat_prompt(tokenizer, [{"text": "hi"}])
+        chat_prompt(tokenizer, [{"text": "hi"}])
 
 
 # --------------------------------------------------------------------------- score
@@ -128,7 +129,7 @@ def test_perplexity_pools_tokens_overall_and_per_group():
 # --------------------------------------------------------------------------- next-token distribution
 def test_next_token_distribution_matches_a_direct_forward_pass(lm):
     model, tokenizer = lm
-    prompts = ["1, 2, 3,", prompts.chat_prompt(tokenizer, "Rate pizza from 1 to 5. Answer with one digit."),
+    prompts = ["1, 2, 3,", chat_prompt(tokenizer, "Rate pizza from 1 to 5. Answer with one digit."),
                "On a scale of one to five I give it a"]
     candidates = ["1", "2", "3", "4", "5"]
     probs = generation.next_token_distribution(model, tokenizer, prompts, candidates, batch_size=2)
@@ -154,7 +155,7 @@ def test_next_token_distribution_rejects_multi_token_labels(lm):
 # --------------------------------------------------------------------------- generate
 def test_greedy_generation_is_deterministic_and_batch_independent(lm):
     model, tokenizer = lm
-    prompts = [prompts.chat_prompt(tokenizer, text) for text in
+    prompts = [chat_prompt(tokenizer, text) for text in
                ["What is your favourite food?", "Tell me about dogs in one sentence, please, I am curious.", "Hi!"]]
     batched = generation.generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3, progress=False)
     again = generation.generate(model, tokenizer, prompts, max_new_tokens=6, batch_size=3, progress=False)
