@@ -53,7 +53,7 @@ def check_2(answer, n_users: int, tolerance: float = 0.03):
         "draw many permutations with rng.permutation(n); a permutation p has a fixed point when "
         "(p == np.arange(n)).any(); the answer is the share of draws that have one (use a few thousand draws)",
         success=f"exact value {exact:.4f} (it tends to 1 - 1/e = {1 - math.exp(-1):.4f}): a plain shuffle "
-                "would leave some user with their own data in most runs")
+                f"would leave some user with their own data in {exact:.0%} of runs")
 
 
 def check_3(answer):
