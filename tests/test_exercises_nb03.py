@@ -35,16 +35,18 @@ def test_check_2_compares_with_the_rule(capsys):
     curve = _curve()
     assert personas.choose_k_min_users(curve, 5) == 6
     assert nb03.k_max_lift(curve, 5) == 5
-    assert nb03.check_2(5, curve, 5) is True
+    right = {2: 8, 5: 5, 40: 1}
+    assert nb03.check_2(right, curve, [2, 5, 40]) is True
     out = capsys.readouterr().out
-    assert "K = 5" in out and "K = 6" in out and "a different K" in out
-    for wrong in (6, 8, "5"):
+    assert "disagree for 1 of 3 floors" in out and "the rule's K=6" in out
+    for wrong in ({2: 8, 5: 6, 40: 1},      # the rule's K, not the largest lift
+                  {2: 8, 5: 5},             # a floor missing
+                  {2: 8, 5: "5", 40: 1},    # a string, not a K
+                  5):                       # not a dict
         with pytest.raises(lesson.ExerciseFailed, match="target_lift"):
-            nb03.check_2(wrong, curve, 5)
-    assert nb03.check_2(None, curve, 5) is None
-    # with a floor of 2 every K passes and the largest lift is also the largest K
-    assert nb03.check_2(8, curve, 2) is True
-    assert "the same K" in capsys.readouterr().out
+            nb03.check_2(wrong, curve, [2, 5, 40])
+    assert nb03.check_2(None, curve, [2, 5, 40]) is None
+    assert "not attempted" in capsys.readouterr().out
 
 
 def _facts(seed=0, n_users=12, n_facts=30, dim=8):

@@ -50,20 +50,32 @@ def check_1(answer, curve: pd.DataFrame, min_users: int):
                 f"K = {personas.choose_k_min_users(curve, min_users)}")
 
 
-def check_2(answer, curve: pd.DataFrame, min_users: int):
-    """Exercise 2: the K with the largest validation lift among those that pass the floor."""
-    ok = None if answer is None else _as_int(answer) == k_max_lift(curve, min_users)
-    rule = personas.choose_k_min_users(curve, min_users)
-    best = k_max_lift(curve, min_users)
+def check_2(answer, curve: pd.DataFrame, floors):
+    """Exercise 2: ``{m: K}`` for every floor ``m`` of ``floors``, K the one with the largest
+    validation lift among those whose smallest persona has at least ``m`` users; the success
+    message compares it, floor by floor, with :func:`p13n_utils.personas.choose_k_min_users`."""
+    floors = [int(m) for m in floors]
+    reference = {m: k_max_lift(curve, m) for m in floors}
+    ok = None
+    if answer is not None:
+        try:
+            ok = set(int(m) for m in answer) == set(floors) and all(
+                _as_int(answer[m]) == reference[int(m)] for m in answer)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            ok = False
     lift = curve.set_index("k")
-    same = "the same K" if best == rule else "a different K"
+    parts, differ = [], 0
+    for m in floors:
+        best, rule = reference[m], personas.choose_k_min_users(curve, m)
+        differ += best != rule
+        parts.append(f"m={m}: K={best} (lift {lift.loc[best, 'target_lift']:.4f} ± {lift.loc[best, 'target_lift_se']:.4f})"
+                     + ("" if best == rule else f" vs the rule's K={rule} (lift {lift.loc[rule, 'target_lift']:.4f} "
+                                                f"± {lift.loc[rule, 'target_lift_se']:.4f})"))
     return lesson.check(
         "Exercise 2 (most specific by measured specificity)", ok,
-        "filter `curve` to the rows with min_users >= the floor, then take the `k` of the row with the largest "
-        "`target_lift` (pandas: `.loc[frame['target_lift'].idxmax(), 'k']`)",
-        success=f"K = {best} (validation lift {lift.loc[best, 'target_lift']:.4f} ± {lift.loc[best, 'target_lift_se']:.4f}); "
-                f"choose_k_min_users picks K = {rule} (lift {lift.loc[rule, 'target_lift']:.4f} ± "
-                f"{lift.loc[rule, 'target_lift_se']:.4f}): {same}")
+        "for each floor m: keep the rows of `curve` with min_users >= m, then take the `k` of the row with the "
+        "largest `target_lift` (pandas: `.loc[frame['target_lift'].idxmax(), 'k']`); answer = {m: K}",
+        success=f"the two rules disagree for {differ} of {len(floors)} floors; " + "; ".join(parts))
 
 
 def check_3(answer, user_facts: dict, fact_vectors: dict, k: int, n_facts: int = 4, seed: int = 0):
