@@ -105,3 +105,12 @@ def test_check_3_k_curve(rating_items, capsys):
         nb05.check_3([1.0, 2.0], flat, fake_predict, ev, items)
     assert nb05.check_3(None, None, fake_predict, ev, items) is None
     assert "not attempted" in capsys.readouterr().out
+
+
+def test_movie_query_is_title_year_and_genres(rating_items):
+    ev, items = rating_items
+    item = int(items["item_id"].iloc[0])
+    movie = ev.movies.set_index("item_id").loc[item]
+    query = nb05.movie_query(ev, item)
+    assert f"Movie {item}" in query                            # synthetic titles are "Movie <id>, The"
+    assert all(g in query for g in str(movie["genres"]).split("|"))
