@@ -340,12 +340,14 @@ def persona_k_curve(user_facts: dict, fact_vectors: dict, ks: Sequence[int], use
 
 
 def choose_k_min_users(curve: pd.DataFrame, min_users: int) -> int:
-    """The most specific persona granularity whose smallest persona still pools at least
+    """The finest persona granularity (largest ``k``) whose smallest persona still pools at least
     ``min_users`` users: the largest ``k`` of ``curve`` (from :func:`persona_k_curve` or any
     table with ``k`` and ``min_users``) with ``min_users >= min_users``.
 
     A persona shared by fewer users is close to a description of individuals — it needs their
-    data and can identify them (the k-anonymity argument) — which is the user level's job."""
+    data and can identify them (the k-anonymity argument) — which is the user level's job.
+    The largest qualifying ``k`` is not necessarily the most *specific* one: compare the curve's
+    specificity or validation lift to pick by measurement."""
     ok = curve[curve["min_users"] >= min_users]
     if ok.empty:
         raise ValueError(f"no k in the curve keeps every persona at >= {min_users} users; "

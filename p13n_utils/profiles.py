@@ -1,6 +1,7 @@
-"""One user's data in the survey's four kinds: :class:`UserProfile`.
+"""One user's data in four kinds: :class:`UserProfile`.
 
-The survey (Zhang et al. 2025, Sec. 2, "user data") distinguishes
+This series sorts user data into four kinds (a reading of the survey's discussion of user data,
+not a quotation of it):
 
 1. **static attributes** (demographics, declared facts)      -> ``attributes`` (dict)
 2. **user-written text** (reviews, tags, messages), with time -> ``texts``
@@ -58,12 +59,12 @@ def empty_preferences() -> pd.DataFrame:
 
 @dataclass
 class UserProfile:
-    """Everything known about one user, in the survey's four kinds of user data.
+    """Everything known about one user, in the four kinds of user data.
 
     Attributes
     ----------
     user_id : int
-        The user's id in its data set (MovieLens user id, PersonaChat dialogue id).
+        The user's id in its data set (MovieLens user id, PersonaChat character id).
     dataset : str
         Where the profile comes from, e.g. ``"movielens-latest-small"``, ``"personachat"``.
     attributes : dict

@@ -343,8 +343,7 @@ def retrieve(name: str, query: str, corpus: Sequence[str], k: int, *, times: Seq
 def select_per_user(val_losses: pd.DataFrame) -> pd.Series:
     """For each user, the option (column) with the lowest validation loss.
 
-    The survey's retriever selection (and notebook 04's prompt refinement) in its simplest
-    form: score every option on each user's *validation* data, keep the best one for that user,
+    Retriever selection (and notebook 04's prompt refinement) in its simplest form: score every option on each user's *validation* data, keep the best one for that user,
     and only then evaluate it on test.
 
     Parameters

@@ -56,7 +56,7 @@ def test_check_3_takes_the_best_shrinkage_on_validation(rating):
     grid = (0, 3, 30)
     maes = {}
     for s in grid:  # the learner's loop, written independently of validation_mae
-        pred = baselines.item_mean_predictions(nb02.validation_history(rating), rating.val, shrinkage=s)
+        pred = baselines.ItemMean(shrinkage=s).fit(nb02.validation_history(rating)).predict(rating.val)
         maes[s] = metrics.rating_errors(rating.val, pred)["mae"].mean()
     best = min(maes, key=maes.get)
     worst = max(maes, key=maes.get)

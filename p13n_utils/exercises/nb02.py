@@ -75,7 +75,7 @@ def validation_history(rating) -> pd.DataFrame:
 
 def validation_mae(rating, shrinkage: float) -> float:
     """Mean over users of the per-user MAE of the shrunk item mean on ``rating.val``."""
-    pred = baselines.item_mean_predictions(validation_history(rating), rating.val, shrinkage=shrinkage)
+    pred = baselines.ItemMean(shrinkage=shrinkage).fit(validation_history(rating)).predict(rating.val)
     return float(metrics.rating_errors(rating.val, pred)["mae"].mean())
 
 

@@ -18,10 +18,7 @@ import pandas as pd
 from .. import lesson, metrics, retrieval, tasks
 from .. import user_context as uc
 
-try:  # the movie-to-text helper lives in prompts once the templates are in one module
-    from ..prompts import movie_descriptions as _movie_descriptions
-except ImportError:  # pragma: no cover (before that move)
-    from ..tasks import movie_descriptions as _movie_descriptions
+from ..prompts import movie_descriptions as _movie_descriptions
 
 __all__ = ["check_1", "check_2", "check_3", "FLAT_TOL", "flat_k", "movie_query", "lm_predictor", "mae_curve"]
 
