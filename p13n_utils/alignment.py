@@ -52,7 +52,7 @@ from .training import (NotEnoughHistoryError, TrainConfig, TrainResult, collate,
                        sequence_logps, train_loop)
 
 __all__ = [
-    "personachat_preference_pairs", "movielens_preference_pairs",
+    "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
     "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
     "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights",
@@ -170,6 +170,22 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
     out.insert(1, "chosen", movie_descriptions(movies, out["chosen_item"].tolist()))
     out.insert(2, "rejected", movie_descriptions(movies, out["rejected_item"].tolist()))
     return out
+
+
+def rating_history_context(ratings: pd.DataFrame, movies: pd.DataFrame, m: int = 8):
+    """A ``context_fn`` for :func:`movielens_preference_pairs`: ``user -> lines``, the user's ``m``
+    latest ratings in ``ratings`` (oldest first) as :func:`p13n_utils.prompts.rating_line` lines
+    (``"Heat (1995): 4"``); ``[]`` for a user with none. ``ratings`` must be what was known before
+    the pairs' ratings (e.g. the history part of a temporal split)."""
+    from .tasks import movie_descriptions
+
+    by_user = {user: rows for user, rows in ratings.groupby("user_id", sort=False)}
+
+    def lines(user) -> list[str]:
+        mine = by_user.get(user, ratings.iloc[:0]).tail(m)
+        texts = movie_descriptions(movies, mine["item_id"].tolist(), genres=False)
+        return [prompts.rating_line(text, rating) for text, rating in zip(texts, mine["rating"])]
+    return lines
 
 
 # =========================================================================== Bradley–Terry reward model
@@ -305,6 +321,49 @@ def per_user_accuracy(margins, users) -> pd.Series:
         raise ValueError(f"{margins.shape} margins for {users.shape} users")
     correct = (margins > 0) + 0.5 * (margins == 0)
     return pd.Series(correct, index=users).groupby(level=0).mean().rename("pref_acc")
+
+
+def fit_reward_margins(train_chosen, train_rejected, eval_chosen, eval_rejected, l2: float, steps: int = 200,
+                       seed: int = 0, train_groups=None, eval_groups=None, min_pairs: int = 20):
+    """Reward-model margins of held-out pairs, from one shared head and optionally one head per group.
+
+    The features are first divided by the standard deviation of the training pairs' feature
+    differences (unit variance: products of unit embeddings are tiny numbers, on which the
+    objective is nearly flat). A shared head is trained on every training pair
+    (:func:`train_reward_model`). With groups (e.g. each pair's user's persona), every group with
+    at least ``min_pairs`` training pairs and one evaluation pair gets a head of its own, which
+    scores that group's evaluation pairs; the other groups keep the shared head (the fallback).
+
+    Parameters
+    ----------
+    train_chosen, train_rejected, eval_chosen, eval_rejected : arrays (n, dim)
+    l2, steps, seed
+        As for :func:`train_reward_model`.
+    train_groups, eval_groups : arrays (n,), optional
+        The group of each training / evaluation pair (NaN: none).
+    min_pairs : int, default 20
+
+    Returns
+    -------
+    margins : ndarray (n_eval,)
+    heads : list of TrainResult
+        The shared head first, then one per group trained.
+    """
+    scale = (train_chosen - train_rejected).std(axis=0) + 1e-8
+    train_c, train_r, eval_c, eval_r = (f / scale for f in (train_chosen, train_rejected, eval_chosen, eval_rejected))
+    shared = train_reward_model(train_c, train_r, l2=l2, steps=steps, seed=seed)
+    margins, heads = reward_margins(shared.model, eval_c, eval_r), [shared]
+    if train_groups is None:
+        return margins, heads
+    groups, eval_groups = np.asarray(train_groups), np.asarray(eval_groups)
+    for group in np.unique(groups[~pd.isna(groups)]):
+        mask, eval_mask = groups == group, eval_groups == group
+        if mask.sum() < min_pairs or not eval_mask.any():
+            continue                      # too few pairs for a head of its own: the shared head serves it
+        head = train_reward_model(train_c[mask], train_r[mask], l2=l2, steps=steps, seed=seed)
+        margins[eval_mask] = reward_margins(head.model, eval_c[eval_mask], eval_r[eval_mask])
+        heads.append(head)
+    return margins, heads
 
 
 # =========================================================================== DPO

@@ -63,7 +63,7 @@ from .training import (IGNORE_INDEX, NotEnoughHistoryError, TrainConfig, TrainRe
                        encode_training_pairs, pad_id, sft_step, to_device, train_loop)
 
 __all__ = [
-    "personachat_rows", "personachat_pairs", "rating_label", "rating_rows", "rating_pairs",
+    "personachat_rows", "personachat_pairs", "rating_label", "rating_rows", "rating_pairs", "group_rows",
     "train_lora", "train_full", "UserPrefixes", "SoftPromptLM", "prefixed_forward", "train_soft_prompts",
     "train_adapters",
 ]
@@ -175,6 +175,30 @@ def rating_pairs(tokenizer, rows: pd.DataFrame, movies: pd.DataFrame, context_fn
     for column in ("user_id", "item_id", "rating"):
         out[column] = rows[column].to_numpy()
     return out
+
+
+def group_rows(pool: pd.DataFrame, assignments: pd.Series, evaluated, n_per_group: int, seed: int = 0,
+               column: str = "persona") -> pd.DataFrame:
+    """The training rows of a per-group adapter: up to ``n_per_group`` rows of each group (e.g.
+    persona) that has an evaluated user, drawn from ``pool`` (the *other* users' training rows).
+
+    Parameters
+    ----------
+    pool : DataFrame with ``user_id``
+    assignments : Series
+        user -> group (e.g. ``FactPersonas.assignments``); users without a group are left out.
+    evaluated : user ids
+        Only the groups of these users get an adapter.
+    n_per_group : int
+    seed : int
+        Seeds the shuffle before each group's first ``n_per_group`` rows are kept.
+    column : str, default "persona"
+        The group column added to the rows.
+    """
+    needed = set(assignments.reindex(evaluated).dropna().astype(int))
+    pool = pool.assign(**{column: pool["user_id"].map(assignments)}).dropna(subset=[column])
+    pool = pool[pool[column].isin(needed)].astype({column: int})
+    return pool.sample(frac=1, random_state=seed).groupby(column).head(n_per_group)
 
 
 # =========================================================================== LoRA and full fine-tuning

@@ -138,6 +138,15 @@ def test_movielens_pairs_liked_against_disliked_movies_of_the_same_user(tiny_tok
         alignment.movielens_preference_pairs(tok, ratings[ratings["user_id"] == 2], movies)
 
 
+def test_rating_history_context_shows_the_latest_ratings_oldest_first():
+    movies = pd.DataFrame({"item_id": [1, 2, 3], "title": ["Heat", "Alien", "Up"], "year": [1995, 1979, 2009],
+                           "genres": ["Action", "Horror", "Animation"]})
+    history = pd.DataFrame({"user_id": [7, 7, 7, 8], "item_id": [1, 2, 3, 1], "rating": [4.0, 2.5, 5.0, 1.0]})
+    lines = alignment.rating_history_context(history, movies, m=2)
+    assert lines(7) == [prompts.rating_line("Alien (1979)", 2.5), prompts.rating_line("Up (2009)", 5.0)]
+    assert lines(8) == [prompts.rating_line("Heat (1995)", 1.0)] and lines(9) == []
+
+
 # --------------------------------------------------------------------------- reward models
 def _preferences(n, d=6, seed=0, conditioned=False):
     """Synthetic pairs: the reward is w . y (global) or (u * w) . y (depends on the user u)."""
@@ -184,6 +193,24 @@ def test_user_conditioned_reward_model_wins_when_users_disagree():
     assert (margins > 0).mean() > 0.7
     with pytest.raises(ValueError, match="same shape"):
         alignment.train_reward_model(chosen, rejected[:10])
+
+
+def test_fit_reward_margins_scales_features_and_falls_back_to_the_shared_head():
+    chosen, rejected, _ = _preferences(300)
+    test_c, test_r, _ = _preferences(60, seed=1)
+    margins, heads = alignment.fit_reward_margins(chosen, rejected, test_c, test_r, l2=1e-2)
+    scale = (chosen - rejected).std(axis=0) + 1e-8
+    by_hand = alignment.train_reward_model(chosen / scale, rejected / scale, l2=1e-2, steps=200).model
+    np.testing.assert_allclose(margins, alignment.reward_margins(by_hand, test_c / scale, test_r / scale), atol=1e-6)
+    assert len(heads) == 1 and (margins > 0).mean() > 0.85
+    # two groups: group 0 has enough pairs for a head of its own, group 1 (10 pairs) keeps the shared head
+    groups = np.r_[np.zeros(290), np.ones(10)]
+    eval_groups = np.r_[np.zeros(30), np.ones(30)]
+    grouped, heads = alignment.fit_reward_margins(chosen, rejected, test_c, test_r, l2=1e-2, train_groups=groups,
+                                                  eval_groups=eval_groups, min_pairs=20)
+    assert len(heads) == 2 and heads[1].n_examples == 290
+    np.testing.assert_allclose(grouped[30:], margins[30:])                    # the fallback: shared head
+    assert not np.allclose(grouped[:30], margins[:30])                         # its own head
 
 
 def test_per_user_accuracy_counts_ties_as_half():

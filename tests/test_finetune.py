@@ -149,6 +149,17 @@ def test_rating_pairs_label_the_history_and_never_the_held_out_ratings(tiny_toke
         finetune.rating_rows(rv, [10_000])
 
 
+def test_group_rows_keep_the_groups_of_evaluated_users_only():
+    pool = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3, 4, 9], "x": range(8)})
+    assignments = pd.Series({1: 0, 2: 0, 3: 1, 4: 2, 5: 1, 6: 2})          # user 9 has no persona
+    rows = finetune.group_rows(pool, assignments, evaluated=[5, 7], n_per_group=2, seed=0)
+    assert set(rows["persona"]) == {1} and rows["user_id"].tolist() == [3]   # only persona 1 is needed
+    rows = finetune.group_rows(pool, assignments, evaluated=[5, 6, 1], n_per_group=2, seed=0)
+    assert rows.groupby("persona").size().to_dict() == {0: 2, 1: 1, 2: 1}
+    assert rows["persona"].dtype == np.int64 and 9 not in set(rows["user_id"])
+    pd.testing.assert_frame_equal(rows, finetune.group_rows(pool, assignments, [5, 6, 1], 2, seed=0))
+
+
 # --------------------------------------------------------------------------- the real default LM
 def test_lora_on_smollm2_moves_the_rating_read_by_predict_ratings():
     """On SmolLM2-135M (chat template, q/k/v/o names, the real rating prompt): two LoRA steps on
