@@ -48,7 +48,7 @@ from . import prompts
 from .adapters import (ADAPTER_META, DEFAULT_TARGET_MODULES, add_lora, adapter_params, base_signature,
                        load_adapter, save_adapter, use_adapter)
 from .cache import fingerprint, memo, payload_key
-from .training import (NotEnoughHistoryError, TrainConfig, TrainResult, collate, encode_pairs, pad_id,
+from .training import (TrainConfig, TrainResult, check_history, collate, encode_pairs, pad_id,
                        sequence_logps, train_loop)
 
 __all__ = [
@@ -517,11 +517,7 @@ def train_dpo_lora(model, tokenizer, pairs, train: TrainConfig, beta: float = 0.
         with a positive margin).
     """
     triples = _as_triples(pairs)
-    if not triples:
-        who = "" if user is None else f" for user {user!r}"
-        raise ValueError(f"no preference pairs{who}: the data set is empty")
-    if len(triples) < train.min_pairs:
-        raise NotEnoughHistoryError(user, len(triples), train.min_pairs)
+    check_history(len(triples), train, user, what="preference pairs")
     chosen, rejected = encode_preferences(tokenizer, triples, train.max_length)
     pad = pad_id(tokenizer)
     model = add_lora(model, adapter_name, r, alpha, target_modules, seed=train.seed)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "IGNORE_INDEX", "NotEnoughHistoryError", "TrainConfig", "TrainResult", "as_pairs", "encode_pairs",
-    "encode_training_pairs", "collate", "to_device", "model_device", "pad_id", "sequence_logps", "lm_loss",
+    "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id", "sequence_logps", "lm_loss",
     "sft_step", "batch_indices", "train_loop", "training_memory_bytes", "available_memory_bytes",
 ]
 
@@ -340,15 +340,20 @@ def pad_id(tokenizer) -> int:
     return pad
 
 
-def encode_training_pairs(tokenizer, pairs, train: TrainConfig, user=None) -> list[dict]:
-    """:func:`encode_pairs` after the bad-input checks of every trainer: ``ValueError`` for no
-    pairs, :class:`NotEnoughHistoryError` for fewer than ``train.min_pairs`` (``user`` is named)."""
-    pairs = as_pairs(pairs)
-    if not pairs:
+def check_history(n_pairs: int, train: TrainConfig, user=None, what: str = "training pairs") -> None:
+    """The bad-input checks of every trainer: ``ValueError`` for no pairs at all,
+    :class:`NotEnoughHistoryError` for fewer than ``train.min_pairs`` (``user`` is named)."""
+    if n_pairs == 0:
         who = "" if user is None else f" for user {user!r}"
-        raise ValueError(f"no training pairs{who}: the data set is empty (check the user's history and the split)")
-    if len(pairs) < train.min_pairs:
-        raise NotEnoughHistoryError(user, len(pairs), train.min_pairs)
+        raise ValueError(f"no {what}{who}: the data set is empty (check the user's history and the split)")
+    if n_pairs < train.min_pairs:
+        raise NotEnoughHistoryError(user, n_pairs, train.min_pairs)
+
+
+def encode_training_pairs(tokenizer, pairs, train: TrainConfig, user=None) -> list[dict]:
+    """:func:`encode_pairs` after :func:`check_history`, with ``train``'s ``max_length`` and ``append_eos``."""
+    pairs = as_pairs(pairs)
+    check_history(len(pairs), train, user)
     return encode_pairs(tokenizer, pairs, max_length=train.max_length, append_eos=train.append_eos)
 
 
