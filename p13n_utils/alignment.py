@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from . import prompts
 from .adapters import (ADAPTER_META, DEFAULT_TARGET_MODULES, add_lora, adapter_params, base_signature,
-                       load_adapter, save_adapter, use_adapter)
+                       load_adapter, merge_adapters, save_adapter, use_adapter)
 from .cache import fingerprint, memo, payload_key
 from .training import (TrainConfig, TrainResult, check_history, collate, encode_pairs, pad_id,
                        sequence_logps, train_loop)
@@ -55,7 +55,7 @@ __all__ = [
     "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
     "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
-    "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights",
+    "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights", "soup_logps",
 ]
 
 
@@ -641,3 +641,22 @@ def soup_weights(similarities, temperature: float) -> np.ndarray:
     z = (sims - sims.max(axis=-1, keepdims=True)) / temperature
     weights = np.exp(z)
     return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def soup_logps(model, tokenizer, pairs, adapter_names: Sequence[str], weights, name: str = "soup",
+               batch_size: int = 8, cache: bool = False) -> pd.DataFrame:
+    """:func:`preference_logps` of each pair under its own soup: row ``i`` of ``weights`` mixes
+    ``adapter_names`` (:func:`p13n_utils.adapters.merge_adapters`) for pair ``i``, e.g. each
+    pair's user's :func:`soup_weights`. When every row is the same, one soup serves all pairs (one
+    merge, batched scoring). The soup is left loaded as ``name`` (active)."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    if len(weights) != 1 and len(weights) != len(pairs):
+        raise ValueError(f"{len(weights)} rows of weights for {len(pairs)} pairs: give one row, or one per pair")
+    if np.allclose(weights, weights[0]):
+        merge_adapters(model, adapter_names, weights[0], name)
+        return preference_logps(model, tokenizer, pairs, batch_size, cache=cache)
+    parts = []
+    for i in range(len(pairs)):
+        merge_adapters(model, adapter_names, weights[i], name)
+        parts.append(preference_logps(model, tokenizer, pairs.iloc[[i]], batch_size, cache=cache))
+    return pd.concat(parts, ignore_index=True)

@@ -309,3 +309,22 @@ def test_soup_weights_go_from_the_nearest_adapter_to_the_uniform_average():
         alignment.soup_weights(sims, -1)
     with pytest.raises(ValueError, match="NaN"):
         alignment.soup_weights([[np.nan, 1.0]], 0.1)
+
+
+def test_soup_logps_score_each_pair_under_its_own_merge(tiny_lm):
+    model, tok = tiny_lm()
+    train = TrainConfig(lr=3e-2, steps=3, batch_size=3)
+    model = alignment.train_dpo_lora(model, tok, PREFS, train, adapter_name="p0", r=4).model
+    model = alignment.train_dpo_lora(model, tok, PREFS.iloc[::-1], train.replace(seed=1), adapter_name="p1", r=4).model
+    weights = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    mixed = alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights)
+    for i, w in enumerate(weights):
+        adapters.merge_adapters(model, ["p0", "p1"], w, "check")
+        alone = alignment.preference_logps(model, tok, PREFS.iloc[[i]])
+        np.testing.assert_allclose(mixed.iloc[i].to_numpy(dtype=float), alone.iloc[0].to_numpy(dtype=float), atol=1e-5)
+    same = alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights[2])          # one soup for every pair
+    np.testing.assert_allclose(same["chosen_logp"][2], mixed["chosen_logp"][2], atol=1e-5)
+    assert not np.allclose(mixed["chosen_logp"][0], alignment.soup_logps(model, tok, PREFS.iloc[[0]], ["p0", "p1"],
+                                                                         weights[1])["chosen_logp"][0])
+    with pytest.raises(ValueError, match="rows of weights"):
+        alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights[:2])
