@@ -55,7 +55,7 @@ __all__ = [
     "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
     "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
-    "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights", "soup_logps",
+    "implicit_reward_margin", "dpo_margins", "record_policy", "train_or_load_dpo_lora", "soup_weights", "soup_logps",
 ]
 
 
@@ -562,6 +562,41 @@ def dpo_margins(policy: pd.DataFrame, reference: pd.DataFrame, beta: float = 0.1
     chosen = policy["chosen_logp"].to_numpy() - reference["chosen_logp"].to_numpy()
     rejected = policy["rejected_logp"].to_numpy() - reference["rejected_logp"].to_numpy()
     return beta * (chosen - rejected)
+
+
+def record_policy(task: str, level: str, method: str, pref_acc: pd.Series, nll: pd.Series,
+                  own_pref_acc: pd.Series | None = None, base_nll: pd.Series | None = None,
+                  n_resamples: int = 2000) -> dict:
+    """Record a policy's evaluation (``results`` rows, each with its bootstrap interval over users)
+    and return its row of a table (``value [lower, upper]`` strings).
+
+    Parameters
+    ----------
+    pref_acc : Series
+        Per-user ``pref_acc`` (e.g. of DPO's implicit reward, :func:`dpo_margins`): metric ``pref_acc``.
+    nll : Series
+        Per-user NLL of the gold reply: metric ``ppl``.
+    own_pref_acc : Series, optional
+        Per-user ``pref_acc`` of the policy's own log-probabilities: metric ``logp_pref_acc``.
+    base_nll : Series, optional
+        The untrained model's per-user NLL on the same prompts: metric ``ppl_ratio_vs_base``
+        (the fit cost, from :func:`p13n_utils.results.paired_difference`).
+    """
+    from . import results
+
+    a = results.record_ci(task, level, method, "pref_acc", pref_acc, n_resamples=n_resamples)
+    p = results.record_ppl(task, level, method, nll, n_resamples=n_resamples)
+    row = {"method": method, "level": level, "pref_acc": results.fmt_ci(a["value"], a["lower"], a["upper"]),
+           "ppl": results.fmt_ci(p["value"], p["lower"], p["upper"], digits=1)}
+    if own_pref_acc is not None:
+        o = results.record_ci(task, level, method, "logp_pref_acc", own_pref_acc, n_resamples=n_resamples)
+        row["logp_pref_acc"] = results.fmt_ci(o["value"], o["lower"], o["upper"])
+    if base_nll is not None:
+        d = results.paired_difference(nll, base_nll, n_resamples=n_resamples)
+        results.record(task, level, method, "ppl_ratio_vs_base", np.exp(d["mean"]), np.exp(d["lower"]),
+                       np.exp(d["upper"]), n=d["n"])
+        row["ppl ratio vs untrained"] = results.fmt_ci(*np.exp([d["mean"], d["lower"], d["upper"]]))
+    return row
 
 
 def train_or_load_dpo_lora(model, tokenizer, pairs, directory, train: TrainConfig, adapter_name: str = "dpo",

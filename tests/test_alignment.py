@@ -328,3 +328,26 @@ def test_soup_logps_score_each_pair_under_its_own_merge(tiny_lm):
                                                                          weights[1])["chosen_logp"][0])
     with pytest.raises(ValueError, match="rows of weights"):
         alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights[:2])
+
+
+def test_record_policy_records_each_metric_once_with_its_interval():
+    from p13n_utils import results
+
+    results.clear()
+    users = [1, 2, 3, 4]
+    acc = pd.Series([1.0, 0.5, 1.0, 0.0], index=users)
+    nll = pd.Series([2.0, 2.2, 1.8, 2.0], index=users)
+    row = alignment.record_policy("personachat", "user", "dpo_user", acc, nll, own_pref_acc=acc,
+                                  base_nll=nll + 0.1, n_resamples=200)
+    recorded = {r["metric"]: r for r in results.rows()}
+    assert set(recorded) == {"pref_acc", "ppl", "logp_pref_acc", "ppl_ratio_vs_base"}
+    assert recorded["pref_acc"]["value"] == pytest.approx(0.625) and recorded["pref_acc"]["n"] == 4
+    assert recorded["ppl"]["value"] == pytest.approx(np.exp(2.0))
+    assert recorded["ppl_ratio_vs_base"]["value"] == pytest.approx(np.exp(-0.1))      # every user 0.1 nats better
+    r = recorded["pref_acc"]
+    assert row["pref_acc"] == results.fmt_ci(r["value"], r["lower"], r["upper"])
+    assert set(row) == {"method", "level", "pref_acc", "ppl", "logp_pref_acc", "ppl ratio vs untrained"}
+    results.clear()
+    assert set(alignment.record_policy("personachat", "global", "zero_shot", acc, nll, n_resamples=50)) == {
+        "method", "level", "pref_acc", "ppl"}
+    results.clear()
