@@ -33,10 +33,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .generation import pad_id  # the one definition, shared with scoring and generation
+
 __all__ = [
     "IGNORE_INDEX", "NotEnoughHistoryError", "TrainConfig", "TrainResult", "as_pairs", "encode_pairs",
-    "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id", "sequence_logps", "lm_loss",
-    "sft_step", "batch_indices", "train_loop", "training_memory_bytes", "available_memory_bytes",
+    "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id",
+    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "training_memory_bytes",
+    "available_memory_bytes",
 ]
 
 IGNORE_INDEX = -100
@@ -330,14 +333,6 @@ def lm_loss(model, batch: dict):
     """Mean negative log-likelihood per target token over the whole batch (the SFT loss)."""
     logps, n_tokens = sequence_logps(model, batch)
     return -logps.sum() / n_tokens.sum().clamp(min=1)
-
-
-def pad_id(tokenizer) -> int:
-    """The id batches are padded with: the tokenizer's pad token, else its eos token."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-    return pad
 
 
 def check_history(n_pairs: int, train: TrainConfig, user=None, what: str = "training pairs") -> None:
