@@ -21,18 +21,22 @@ prefers to y-. Notebook 07 builds on these minimal, readable pieces:
   atomically and reloads it on a rerun. :func:`implicit_reward_margin` gives ``pref_acc`` on
   held-out pairs; :func:`preference_logps` (memoised on disk) + :func:`dpo_margins` do the same
   with the reference scored once for several policies.
-- **Merging** (Personalized Soups, Jang et al. 2023): :func:`merge_adapters` mixes preference
-  adapters (e.g. one per persona) with per-user weights (:func:`soup_weights`: from a user's
-  similarity to each persona, sharpened by a temperature), without retraining.
+- **Merging** (Personalized Soups, Jang et al. 2023): :func:`p13n_utils.adapters.merge_adapters`
+  mixes preference adapters (e.g. one per persona) with per-user weights (:func:`soup_weights`:
+  from a user's similarity to each persona, sharpened by a temperature), without retraining.
 
-Every trainer shares :func:`p13n_utils.finetune.train_loop`; its loss history comes back as a
-:class:`p13n_utils.finetune.TrainLog` for the loss-curve figures.
+DPO runs on the shared training engine (:mod:`p13n_utils.training`: a
+:class:`~p13n_utils.training.TrainConfig` in, a :class:`~p13n_utils.training.TrainResult` with the
+loss history out) and the adapter lifecycle of :mod:`p13n_utils.adapters`; the prompts of the
+MovieLens pairs are :func:`p13n_utils.prompts.recommendation_prompt`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -40,14 +44,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import finetune, prompts
-from .generation import chat_prompt
+from . import prompts
+from .adapters import (ADAPTER_META, DEFAULT_TARGET_MODULES, add_lora, adapter_params, base_signature,
+                       load_adapter, merge_adapters, save_adapter, use_adapter)
+from .cache import fingerprint, memo, payload_key
+from .training import (TrainConfig, TrainResult, check_history, collate, encode_pairs, pad_id,
+                       sequence_logps, train_loop)
 
 __all__ = [
-    "personachat_preference_pairs", "RECOMMEND_SYSTEM", "recommendation_prompt", "movielens_preference_pairs",
+    "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
     "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
-    "implicit_reward_margin", "dpo_margins", "train_or_load_dpo_lora", "soup_weights", "merge_adapters",
+    "implicit_reward_margin", "dpo_margins", "record_policy", "train_or_load_dpo_lora", "soup_weights", "soup_logps",
 ]
 
 
@@ -111,19 +119,6 @@ def personachat_preference_pairs(tokenizer, rows: pd.DataFrame, context_fn=None,
     return out
 
 
-RECOMMEND_SYSTEM = "You recommend movies. Answer with the title of one movie this viewer will enjoy."
-"""System message of the MovieLens preference prompts."""
-
-
-def recommendation_prompt(tokenizer, context: Sequence[str] | None = None,
-                          header: str = prompts.HEADERS["user_ratings"]) -> str:
-    """The prompt whose responses are movies: the context block (the user's ratings, a persona
-    description, or none for the global prompt) and the question, in the chat template."""
-    block = prompts.context_block(context, header)
-    question = "Which movie should this viewer watch next?"
-    return chat_prompt(tokenizer, f"{block}\n\n{question}" if block else question, system=RECOMMEND_SYSTEM)
-
-
 def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.DataFrame, context_fn=None,
                                n_per_user: int = 4, liked: float = 4.0, disliked: float = 2.0, seed: int = 0,
                                header: str = prompts.HEADERS["user_ratings"]) -> pd.DataFrame:
@@ -154,7 +149,7 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
         ``prompt, chosen, rejected, user_id, chosen_item, rejected_item`` (responses are
         :func:`p13n_utils.prompts.movie_text` descriptions).
     """
-    from .tasks import movie_descriptions
+    from .prompts import movie_descriptions
 
     if not liked > disliked:
         raise ValueError(f"liked ({liked}) must be above disliked ({disliked})")
@@ -166,7 +161,7 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
         if good.size == 0 or bad.size == 0:
             continue
         combos = rng.permutation(good.size * bad.size)[:n_per_user]
-        prompt = recommendation_prompt(tokenizer, context_fn(user) if context_fn else None, header)
+        prompt = prompts.recommendation_prompt(tokenizer, context_fn(user) if context_fn else None, header)
         for combo in combos:
             rows.append((prompt, user, good[combo // bad.size], bad[combo % bad.size]))
     if not rows:
@@ -175,6 +170,22 @@ def movielens_preference_pairs(tokenizer, ratings: pd.DataFrame, movies: pd.Data
     out.insert(1, "chosen", movie_descriptions(movies, out["chosen_item"].tolist()))
     out.insert(2, "rejected", movie_descriptions(movies, out["rejected_item"].tolist()))
     return out
+
+
+def rating_history_context(ratings: pd.DataFrame, movies: pd.DataFrame, m: int = 8):
+    """A ``context_fn`` for :func:`movielens_preference_pairs`: ``user -> lines``, the user's ``m``
+    latest ratings in ``ratings`` (oldest first) as :func:`p13n_utils.prompts.rating_line` lines
+    (``"Heat (1995): 4"``); ``[]`` for a user with none. ``ratings`` must be what was known before
+    the pairs' ratings (e.g. the history part of a temporal split)."""
+    from .prompts import movie_descriptions
+
+    by_user = {user: rows for user, rows in ratings.groupby("user_id", sort=False)}
+
+    def lines(user) -> list[str]:
+        mine = by_user.get(user, ratings.iloc[:0]).tail(m)
+        texts = movie_descriptions(movies, mine["item_id"].tolist(), genres=False)
+        return [prompts.rating_line(text, rating) for text, rating in zip(texts, mine["rating"])]
+    return lines
 
 
 # =========================================================================== Bradley–Terry reward model
@@ -257,10 +268,9 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
 
     Returns
     -------
-    head : RewardHead
-        In eval mode; ``head(torch.as_tensor(features))`` gives rewards.
-    log : :class:`p13n_utils.finetune.TrainLog`
-        The objective at each L-BFGS evaluation.
+    TrainResult
+        ``model`` is the :class:`RewardHead`, in eval mode (``head(torch.as_tensor(features))``
+        gives rewards); ``losses`` the objective at each L-BFGS evaluation.
     """
     # float64 gives L-BFGS's stopping tests (changes of the loss and of the weights) a precise
     # objective; features should still be on a unit scale (notebook 07 divides them by their std)
@@ -278,7 +288,7 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
     weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
     optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-10, tolerance_change=1e-12)
-    log = finetune.TrainLog(n_examples=chosen.shape[0], trainable_params=sum(p.numel() for p in head.parameters()))
+    log = TrainResult(n_examples=chosen.shape[0], trainable_params=sum(p.numel() for p in head.parameters()))
 
     def closure():
         optimizer.zero_grad()
@@ -290,7 +300,8 @@ def train_reward_model(chosen_features, rejected_features, hidden: int = 0, l2: 
     start = time.perf_counter()
     optimizer.step(closure)
     log.seconds = time.perf_counter() - start
-    return head.float().eval(), log
+    log.model = head.float().eval()
+    return log
 
 
 def reward_margins(head: RewardHead, chosen_features, rejected_features) -> np.ndarray:
@@ -310,6 +321,49 @@ def per_user_accuracy(margins, users) -> pd.Series:
         raise ValueError(f"{margins.shape} margins for {users.shape} users")
     correct = (margins > 0) + 0.5 * (margins == 0)
     return pd.Series(correct, index=users).groupby(level=0).mean().rename("pref_acc")
+
+
+def fit_reward_margins(train_chosen, train_rejected, eval_chosen, eval_rejected, l2: float, steps: int = 200,
+                       seed: int = 0, train_groups=None, eval_groups=None, min_pairs: int = 20):
+    """Reward-model margins of held-out pairs, from one shared head and optionally one head per group.
+
+    The features are first divided by the standard deviation of the training pairs' feature
+    differences (unit variance: products of unit embeddings are tiny numbers, on which the
+    objective is nearly flat). A shared head is trained on every training pair
+    (:func:`train_reward_model`). With groups (e.g. each pair's user's persona), every group with
+    at least ``min_pairs`` training pairs and one evaluation pair gets a head of its own, which
+    scores that group's evaluation pairs; the other groups keep the shared head (the fallback).
+
+    Parameters
+    ----------
+    train_chosen, train_rejected, eval_chosen, eval_rejected : arrays (n, dim)
+    l2, steps, seed
+        As for :func:`train_reward_model`.
+    train_groups, eval_groups : arrays (n,), optional
+        The group of each training / evaluation pair (NaN: none).
+    min_pairs : int, default 20
+
+    Returns
+    -------
+    margins : ndarray (n_eval,)
+    heads : list of TrainResult
+        The shared head first, then one per group trained.
+    """
+    scale = (train_chosen - train_rejected).std(axis=0) + 1e-8
+    train_c, train_r, eval_c, eval_r = (f / scale for f in (train_chosen, train_rejected, eval_chosen, eval_rejected))
+    shared = train_reward_model(train_c, train_r, l2=l2, steps=steps, seed=seed)
+    margins, heads = reward_margins(shared.model, eval_c, eval_r), [shared]
+    if train_groups is None:
+        return margins, heads
+    groups, eval_groups = np.asarray(train_groups), np.asarray(eval_groups)
+    for group in np.unique(groups[~pd.isna(groups)]):
+        mask, eval_mask = groups == group, eval_groups == group
+        if mask.sum() < min_pairs or not eval_mask.any():
+            continue                      # too few pairs for a head of its own: the shared head serves it
+        head = train_reward_model(train_c[mask], train_r[mask], l2=l2, steps=steps, seed=seed)
+        margins[eval_mask] = reward_margins(head.model, eval_c[eval_mask], eval_r[eval_mask])
+        heads.append(head)
+    return margins, heads
 
 
 # =========================================================================== DPO
@@ -354,27 +408,27 @@ def _as_triples(pairs) -> list[tuple[str, str, str]]:
 
 def encode_preferences(tokenizer, pairs, max_length: int | None = None) -> tuple[list[dict], list[dict]]:
     """Encode (prompt, chosen, rejected) triples as two lists of
-    :func:`p13n_utils.finetune.encode_pairs` examples: (prompt, chosen) and (prompt, rejected).
+    :func:`p13n_utils.training.encode_pairs` examples: (prompt, chosen) and (prompt, rejected).
 
     ``pairs``: a DataFrame with ``prompt, chosen, rejected`` or a list of triples.
     ``ValueError`` if there is none."""
     triples = _as_triples(pairs)
     if not triples:
         raise ValueError("no preference pairs: the data set is empty")
-    chosen = finetune.encode_pairs(tokenizer, [(p, c) for p, c, _ in triples], max_length=max_length)
-    rejected = finetune.encode_pairs(tokenizer, [(p, r) for p, _, r in triples], max_length=max_length)
+    chosen = encode_pairs(tokenizer, [(p, c) for p, c, _ in triples], max_length=max_length)
+    rejected = encode_pairs(tokenizer, [(p, r) for p, _, r in triples], max_length=max_length)
     return chosen, rejected
 
 
-def _pair_logps(model, chosen: list[dict], rejected: list[dict], indices, pad_id: int):
+def _pair_logps(model, chosen: list[dict], rejected: list[dict], indices, pad: int):
     """Summed log-probabilities of the chosen and rejected responses of the pairs ``indices``,
     in one forward pass over a batch of [chosen ..., rejected ...] (as trl does).
 
     Returns ``(logp_chosen, logp_rejected, response_tokens, batch_tokens)``: the two tensors of
     log-probabilities, the response tokens per sequence (chosen first, then rejected) and the
     number of tokens in the batch."""
-    batch = finetune.collate([chosen[i] for i in indices] + [rejected[i] for i in indices], pad_id)
-    logps, response_tokens = finetune.sequence_logps(model, batch)
+    batch = collate([chosen[i] for i in indices] + [rejected[i] for i in indices], pad)
+    logps, response_tokens = sequence_logps(model, batch)
     return logps[:len(indices)], logps[len(indices):], response_tokens, int(batch["attention_mask"].sum())
 
 
@@ -390,7 +444,7 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
     batch_size : int, default 8
         Pairs per forward pass (each pass holds the chosen and the rejected sequences).
     max_length : int, optional
-        See :func:`p13n_utils.finetune.encode_pairs`.
+        See :func:`p13n_utils.training.encode_pairs`.
     cache : bool, default False
         Memoise the result on disk (``config.CACHE_DIR / "lm"``), keyed by
         :func:`p13n_utils.cache.fingerprint` (weights, active adapter, adapters on or off)
@@ -402,13 +456,11 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
         ``chosen_logp, rejected_logp, chosen_tokens, rejected_tokens``, one row per pair in input
         order (tokens: the response's tokens, its end-of-turn token included).
     """
-    from .cache import fingerprint as model_fingerprint, memo
-
     triples = _as_triples(pairs)
 
     def compute():
         chosen, rejected = encode_preferences(tokenizer, triples, max_length)
-        pad_id = finetune._pad_id(tokenizer)
+        pad = pad_id(tokenizer)
         out = {key: np.zeros(len(chosen)) for key in ("chosen_logp", "rejected_logp", "chosen_tokens",
                                                        "rejected_tokens")}
         was_training = model.training
@@ -417,7 +469,7 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
             with torch.no_grad():
                 for start in range(0, len(chosen), batch_size):
                     idx = list(range(start, min(start + batch_size, len(chosen))))
-                    lp_c, lp_r, n_tokens, _ = _pair_logps(model, chosen, rejected, idx, pad_id)
+                    lp_c, lp_r, n_tokens, _ = _pair_logps(model, chosen, rejected, idx, pad)
                     n_tokens = n_tokens.cpu().numpy()
                     out["chosen_logp"][idx], out["rejected_logp"][idx] = lp_c.double().cpu().numpy(), lp_r.double().cpu().numpy()
                     out["chosen_tokens"][idx], out["rejected_tokens"][idx] = n_tokens[:len(idx)], n_tokens[len(idx):]
@@ -425,15 +477,14 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
             model.train(was_training)
         return {key: value.tolist() for key, value in out.items()}
 
-    payload = {"model": model_fingerprint(model) if cache else "", "triples": triples, "max_length": max_length}
+    payload = {"model": fingerprint(model) if cache else "", "triples": triples, "max_length": max_length}
     frame = pd.DataFrame(memo("preference_logps", payload, compute, cache))
     return frame.astype({"chosen_tokens": "int64", "rejected_tokens": "int64"})
 
 
-def train_dpo_lora(model, tokenizer, pairs, beta: float = 0.1, steps: int = 20, lr: float = 5e-4,
-                   batch_size: int = 4, seed: int = 0, adapter_name: str = "dpo", r: int = 8, alpha: float = 16,
-                   target_modules: Sequence[str] = finetune.DEFAULT_TARGET_MODULES, min_pairs: int = 1, user=None,
-                   max_length: int | None = None, progress: bool = False):
+def train_dpo_lora(model, tokenizer, pairs, train: TrainConfig, beta: float = 0.1, adapter_name: str = "dpo",
+                   r: int = 8, alpha: float = 16, target_modules: Sequence[str] = DEFAULT_TARGET_MODULES,
+                   user=None) -> TrainResult:
     """Train a LoRA policy with :func:`dpo_loss`; the reference is the model with adapters off.
 
     Each step: the batch's chosen and rejected responses go through the policy (the new adapter
@@ -449,47 +500,40 @@ def train_dpo_lora(model, tokenizer, pairs, beta: float = 0.1, steps: int = 20, 
         disabled).
     tokenizer
     pairs : DataFrame with ``prompt, chosen, rejected`` (or a list of triples)
+    train : TrainConfig
+        ``batch_size`` counts pairs; fewer than ``train.min_pairs`` pairs raise
+        :class:`p13n_utils.training.NotEnoughHistoryError`, no pair ``ValueError``.
     beta : float, default 0.1
-    steps, lr, batch_size, seed
-        See :func:`p13n_utils.finetune.train_loop` (``batch_size`` counts pairs).
     adapter_name, r, alpha, target_modules
-        The new LoRA adapter (:func:`p13n_utils.finetune.add_lora`).
-    min_pairs, user
-        Fewer pairs raise :class:`p13n_utils.finetune.NotEnoughHistoryError`; no pair raises
-        ``ValueError``.
-    max_length : int, optional
-    progress : bool, default False
+        The new LoRA adapter (:func:`p13n_utils.adapters.add_lora`).
+    user : optional
+        Named in the error messages.
 
     Returns
     -------
-    model : peft.PeftModel
-        With the new adapter active.
-    log : :class:`p13n_utils.finetune.TrainLog`
-        ``losses`` and, per step, ``metrics["margin"]`` (mean implicit reward margin) and
-        ``metrics["accuracy"]`` (share of the batch's pairs with a positive margin).
+    TrainResult
+        ``model`` with the new adapter active; ``losses`` and, per step, ``metrics["margin"]``
+        (mean implicit reward margin) and ``metrics["accuracy"]`` (share of the batch's pairs
+        with a positive margin).
     """
     triples = _as_triples(pairs)
-    if not triples:
-        who = "" if user is None else f" for user {user!r}"
-        raise ValueError(f"no preference pairs{who}: the data set is empty")
-    if len(triples) < min_pairs:
-        raise finetune.NotEnoughHistoryError(user, len(triples), min_pairs)
-    chosen, rejected = encode_preferences(tokenizer, triples, max_length)
-    pad_id = finetune._pad_id(tokenizer)
-    model = finetune.add_lora(model, adapter_name, r, alpha, target_modules, seed=seed)
+    check_history(len(triples), train, user, what="preference pairs")
+    chosen, rejected = encode_preferences(tokenizer, triples, train.max_length)
+    pad = pad_id(tokenizer)
+    model = add_lora(model, adapter_name, r, alpha, target_modules, seed=train.seed)
 
     def step_loss(indices):
         with torch.no_grad(), model.disable_adapter():
-            ref_c, ref_r, _, _ = _pair_logps(model, chosen, rejected, indices, pad_id)
-        pol_c, pol_r, _, n_tokens = _pair_logps(model, chosen, rejected, indices, pad_id)
+            ref_c, ref_r, _, _ = _pair_logps(model, chosen, rejected, indices, pad)
+        pol_c, pol_r, _, n_tokens = _pair_logps(model, chosen, rejected, indices, pad)
         loss, reward_c, reward_r = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
         margin = reward_c - reward_r
         return loss, n_tokens, {"margin": margin.mean(), "accuracy": (margin > 0).float().mean()}
 
-    params = [p for name, p in model.named_parameters() if f".{adapter_name}." in name]
-    log = finetune.train_loop(model, params, step_loss, len(chosen), steps, lr, batch_size, seed,
-                              progress=progress, desc=f"DPO {adapter_name}")
-    return model, log
+    result = train_loop(model, adapter_params(model, adapter_name), step_loss, len(chosen), train,
+                        desc=f"DPO {adapter_name}")
+    result.adapter_name = adapter_name
+    return result
 
 
 def implicit_reward_margin(model, tokenizer, pairs, beta: float = 0.1, adapter_name: str | None = None,
@@ -499,10 +543,10 @@ def implicit_reward_margin(model, tokenizer, pairs, beta: float = 0.1, adapter_n
     adapter), the reference the model with adapters disabled. ``margin > 0`` is a correct
     preference: ``pref_acc = mean(margin > 0)`` (:func:`per_user_accuracy` per user).
     """
-    policy_context = finetune.use_adapter(model, adapter_name) if adapter_name else contextlib.nullcontext()
+    policy_context = use_adapter(model, adapter_name) if adapter_name else contextlib.nullcontext()
     with policy_context:
         policy = preference_logps(model, tokenizer, pairs, batch_size, max_length)
-    with finetune.use_adapter(model, None):
+    with use_adapter(model, None):
         reference = preference_logps(model, tokenizer, pairs, batch_size, max_length)
     chosen = policy["chosen_logp"] - reference["chosen_logp"]
     rejected = policy["rejected_logp"] - reference["rejected_logp"]
@@ -520,68 +564,85 @@ def dpo_margins(policy: pd.DataFrame, reference: pd.DataFrame, beta: float = 0.1
     return beta * (chosen - rejected)
 
 
-def _training_key(model, triples, settings: dict) -> str:
-    import hashlib
-    import json
-
-    payload = {"base": finetune.base_signature(model), "triples": triples, "settings": settings}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def train_or_load_dpo_lora(model, tokenizer, pairs, directory, adapter_name: str = "dpo", **kwargs):
-    """:func:`train_dpo_lora`, saved to ``directory`` and loaded from there next time.
-
-    The adapter is saved atomically (:func:`p13n_utils.finetune.save_adapter`: a failed save
-    leaves no half-written folder) with a key that hashes the base model's signature, the
-    pairs and the training settings; a later call with the same key loads the adapter (and its
-    training log) instead of training again, and any other key retrains and replaces it.
+def record_policy(task: str, level: str, method: str, pref_acc: pd.Series, nll: pd.Series,
+                  own_pref_acc: pd.Series | None = None, base_nll: pd.Series | None = None,
+                  n_resamples: int = 2000) -> dict:
+    """Record a policy's evaluation (``results`` rows, each with its bootstrap interval over users)
+    and return its row of a table (``value [lower, upper]`` strings).
 
     Parameters
     ----------
-    model, tokenizer, pairs
+    pref_acc : Series
+        Per-user ``pref_acc`` (e.g. of DPO's implicit reward, :func:`dpo_margins`): metric ``pref_acc``.
+    nll : Series
+        Per-user NLL of the gold reply: metric ``ppl``.
+    own_pref_acc : Series, optional
+        Per-user ``pref_acc`` of the policy's own log-probabilities: metric ``logp_pref_acc``.
+    base_nll : Series, optional
+        The untrained model's per-user NLL on the same prompts: metric ``ppl_ratio_vs_base``
+        (the fit cost, from :func:`p13n_utils.results.paired_difference`).
+    """
+    from . import results
+
+    a = results.record_ci(task, level, method, "pref_acc", pref_acc, n_resamples=n_resamples)
+    p = results.record_ppl(task, level, method, nll, n_resamples=n_resamples)
+    row = {"method": method, "level": level, "pref_acc": results.fmt_ci(a["value"], a["lower"], a["upper"]),
+           "ppl": results.fmt_ci(p["value"], p["lower"], p["upper"], digits=1)}
+    if own_pref_acc is not None:
+        o = results.record_ci(task, level, method, "logp_pref_acc", own_pref_acc, n_resamples=n_resamples)
+        row["logp_pref_acc"] = results.fmt_ci(o["value"], o["lower"], o["upper"])
+    if base_nll is not None:
+        d = results.paired_difference(nll, base_nll, n_resamples=n_resamples)
+        results.record(task, level, method, "ppl_ratio_vs_base", np.exp(d["mean"]), np.exp(d["lower"]),
+                       np.exp(d["upper"]), n=d["n"])
+        row["ppl ratio vs untrained"] = results.fmt_ci(*np.exp([d["mean"], d["lower"], d["upper"]]))
+    return row
+
+
+def train_or_load_dpo_lora(model, tokenizer, pairs, directory, train: TrainConfig, adapter_name: str = "dpo",
+                           **dpo) -> TrainResult:
+    """:func:`train_dpo_lora`, saved to ``directory`` and loaded from there next time.
+
+    The adapter is saved atomically (:func:`p13n_utils.adapters.save_adapter`) with a key
+    (:func:`p13n_utils.cache.payload_key`) of the base model's signature, the pairs and the
+    training settings; a later call with the same key loads the adapter (and its training log)
+    instead of training again, and any other key retrains and replaces it.
+
+    Parameters
+    ----------
+    model, tokenizer, pairs, train
         As for :func:`train_dpo_lora`.
     directory : path
         Where this adapter lives (one folder per adapter).
     adapter_name : str
-    **kwargs
-        The other arguments of :func:`train_dpo_lora` (``beta, steps, lr, batch_size, seed, r,
-        alpha, target_modules, min_pairs, user, max_length``).
+    **dpo
+        The other arguments of :func:`train_dpo_lora` (``beta, r, alpha, target_modules, user``).
 
     Returns
     -------
-    model : peft.PeftModel
-        With the adapter active.
-    log : :class:`p13n_utils.finetune.TrainLog`
-        The log of the run that trained it (``seconds`` is that run's time).
-    loaded : bool
-        True if the adapter came from ``directory``.
+    TrainResult
+        ``model`` with the adapter active; the log of the run that trained it (``seconds`` is
+        that run's time); ``loaded`` is True if the adapter came from ``directory``.
     """
-    import json
-    from pathlib import Path
-
     triples = _as_triples(pairs)
     if not triples:
         raise ValueError("no preference pairs: the data set is empty")
     directory = Path(directory)
-    settings = {key: value for key, value in kwargs.items() if key != "progress"}
-    key = _training_key(model, triples, settings)
-    meta_path = directory / finetune.ADAPTER_META
+    settings = {**train.settings(), **{k: v for k, v in dpo.items() if k != "user"}}
+    key = payload_key({"base": base_signature(model), "triples": triples, "settings": settings})
+    meta_path = directory / ADAPTER_META
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
-            model = finetune.load_adapter(model, directory, adapter_name)
+            model = load_adapter(model, directory, adapter_name)
             model.set_adapter(adapter_name)
-            log = finetune.TrainLog(**meta["log"])
-            return model, log, True
-    model, log = train_dpo_lora(model, tokenizer, triples, adapter_name=adapter_name, **kwargs)
-    saved_log = {"losses": log.losses, "seconds": log.seconds, "n_examples": log.n_examples,
-                 "n_tokens": log.n_tokens, "trainable_params": log.trainable_params, "metrics": log.metrics}
-    finetune.save_adapter(model, adapter_name, directory, extra={"key": key, "log": saved_log})
-    return model, log, False
+            return TrainResult.from_log(meta["log"], model=model, adapter_name=adapter_name, loaded=True)
+    result = train_dpo_lora(model, tokenizer, triples, train, adapter_name=adapter_name, **dpo)
+    save_adapter(result.model, adapter_name, directory, extra={"key": key, "log": result.log()})
+    return result
 
 
 # =========================================================================== merging (Personalized Soups)
-
 def soup_weights(similarities, temperature: float) -> np.ndarray:
     """Per-user mixing weights over adapters: ``softmax(similarities / temperature)`` per row.
 
@@ -616,43 +677,21 @@ def soup_weights(similarities, temperature: float) -> np.ndarray:
     weights = np.exp(z)
     return weights / weights.sum(axis=-1, keepdims=True)
 
-def merge_adapters(model, adapter_names: Sequence[str], weights: Sequence[float], new_name: str,
-                   combination_type: str = "cat"):
-    """Mix LoRA adapters into a new one, ``delta W = sum_i w_i * delta W_i``, and activate it.
 
-    Parameters
-    ----------
-    model : peft.PeftModel
-        Holding the adapters (e.g. one DPO adapter per persona).
-    adapter_names : list of str
-    weights : list of float
-        One per adapter (a user's mixture over personas; need not sum to 1).
-    new_name : str
-        The merged adapter's name; an older adapter of that name is replaced (handy in a sweep
-        over weights).
-    combination_type : {"cat", "linear", "svd"}, default "cat"
-        ``"cat"`` stacks the low-rank factors (rank = sum of ranks) and is *exact*: its update is
-        exactly the weighted sum of the adapters' updates. ``"linear"`` averages the A and the B
-        matrices separately (same rank), which adds cross terms ``B_i A_j``: exact only when a
-        single weight is non-zero. ``"svd"`` truncates the exact sum to the largest rank.
-
-    Returns
-    -------
-    peft.PeftModel
-        With ``new_name`` active.
-    """
-    if len(adapter_names) != len(weights) or not adapter_names:
-        raise ValueError(f"give one weight per adapter: {len(adapter_names)} adapters, {len(weights)} weights")
-    missing = [name for name in adapter_names if name not in model.peft_config]
-    if missing:
-        raise KeyError(f"adapters {missing} are not loaded; loaded adapters: {list(model.peft_config)}")
-    if new_name in adapter_names:
-        raise ValueError(f"new_name {new_name!r} must differ from the adapters being merged")
-    if new_name in model.peft_config:
-        if model.active_adapter == new_name:
-            model.set_adapter(adapter_names[0])
-        model.delete_adapter(new_name)
-    model.add_weighted_adapter(list(adapter_names), [float(w) for w in weights], new_name,
-                               combination_type=combination_type)
-    model.set_adapter(new_name)
-    return model
+def soup_logps(model, tokenizer, pairs, adapter_names: Sequence[str], weights, name: str = "soup",
+               batch_size: int = 8, cache: bool = False) -> pd.DataFrame:
+    """:func:`preference_logps` of each pair under its own soup: row ``i`` of ``weights`` mixes
+    ``adapter_names`` (:func:`p13n_utils.adapters.merge_adapters`) for pair ``i``, e.g. each
+    pair's user's :func:`soup_weights`. When every row is the same, one soup serves all pairs (one
+    merge, batched scoring). The soup is left loaded as ``name`` (active)."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    if len(weights) != 1 and len(weights) != len(pairs):
+        raise ValueError(f"{len(weights)} rows of weights for {len(pairs)} pairs: give one row, or one per pair")
+    if np.allclose(weights, weights[0]):
+        merge_adapters(model, adapter_names, weights[0], name)
+        return preference_logps(model, tokenizer, pairs, batch_size, cache=cache)
+    parts = []
+    for i in range(len(pairs)):
+        merge_adapters(model, adapter_names, weights[i], name)
+        parts.append(preference_logps(model, tokenizer, pairs.iloc[[i]], batch_size, cache=cache))
+    return pd.concat(parts, ignore_index=True)

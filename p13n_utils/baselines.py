@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ItemMean", "SegmentItemMean", "UserItemBias", "item_mean_predictions", "bias_predictions"]
+__all__ = ["ItemMean", "SegmentItemMean", "UserItemBias"]
 
 
 def _check_train(train: pd.DataFrame) -> float:
@@ -106,13 +106,3 @@ class UserItemBias:
         pred = (self.mu_ + pairs["user_id"].map(self.b_user_).fillna(0.0).to_numpy()
                 + pairs["item_id"].map(self.b_item_).fillna(0.0).to_numpy())
         return np.clip(pred, *self.clip)
-
-
-# TODO(merge): one-line aliases kept only for notebook 06 (owned by another helper);
-# remove once 06 calls ItemMean / UserItemBias.
-def item_mean_predictions(train, pairs, shrinkage=0.0):
-    return ItemMean(shrinkage).fit(train).predict(pairs)
-
-
-def bias_predictions(train, pairs, **kw):
-    return UserItemBias(**kw).fit(train).predict(pairs)

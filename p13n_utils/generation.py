@@ -25,10 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-# TODO(merge): alignment.py still imports chat_prompt from here; it lives in prompts.py now.
-from .prompts import chat_prompt  # noqa: E402,F401
-
-__all__ = ["score", "perplexity", "next_token_distribution", "generate"]
+__all__ = ["pad_id", "score", "perplexity", "next_token_distribution", "generate"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -81,11 +78,13 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device):
     return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
 
-def _pad_id(tokenizer) -> int:
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with (for scoring, generation and training alike): the
+    tokenizer's pad token, else its eos token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
         raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-    return pad_id
+    return pad
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -153,14 +152,14 @@ def score(model, tokenizer, prompts, targets, batch_size: int = 16, progress: bo
     sums, counts = np.zeros(n), np.zeros(n, dtype=int)
     per_token: list = [None] * n
     order = sorted(range(n), key=lambda i: -(len(prompt_ids[i]) + len(target_ids[i])))
-    device, pad_id = _device(model), _pad_id(tokenizer)
+    device, pad = _device(model), pad_id(tokenizer)
     bar = _progress(n, "scoring", progress)
     with _inference(model):
         for batch in _batches(order, batch_size):
             sequences = [prompt_ids[i] + target_ids[i] for i in batch]
             n_target = [len(target_ids[i]) for i in batch]
             keep = max(n_target)
-            input_ids, attention_mask, position_ids = _left_pad(sequences, pad_id, device)
+            input_ids, attention_mask, position_ids = _left_pad(sequences, pad, device)
             logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False, logits_to_keep=keep + 1).logits
             # logits[:, j] predicts the token after kept position j: the last `keep` tokens.
@@ -263,12 +262,12 @@ def next_token_distribution(model, tokenizer, prompts, candidates, batch_size: i
             raise ValueError(f"prompts[{i}] gives no token")
     out = np.zeros((len(prompts), len(candidate_ids)))
     order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
-    device, pad_id = _device(model), _pad_id(tokenizer)
+    device, pad = _device(model), pad_id(tokenizer)
     index = torch.tensor(candidate_ids, device=device)
     bar = _progress(len(prompts), "label probabilities", progress)
     with _inference(model):
         for batch in _batches(order, batch_size):
-            input_ids, attention_mask, position_ids = _left_pad([prompt_ids[i] for i in batch], pad_id, device)
+            input_ids, attention_mask, position_ids = _left_pad([prompt_ids[i] for i in batch], pad, device)
             logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False, logits_to_keep=1).logits[:, -1].double()
             if renormalize:
@@ -326,8 +325,8 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 32, batch_size: in
     prompts = _as_list(prompts, "prompts")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    pad_id = _pad_id(tokenizer)
-    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad_id,
+    pad = pad_id(tokenizer)
+    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
                     eos_token_id=_eos_ids(model, tokenizer) or None, bos_token_id=model.generation_config.bos_token_id)
     if do_sample:
         if temperature <= 0:
@@ -346,7 +345,7 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 32, batch_size: in
     bar = _progress(len(prompts), "generating", progress)
     with _inference(model):
         for batch in _batches(order, batch_size):
-            input_ids, attention_mask, _ = _left_pad([prompt_ids[i] for i in batch], pad_id, device)
+            input_ids, attention_mask, _ = _left_pad([prompt_ids[i] for i in batch], pad, device)
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                     generation_config=generation_config)
             new_tokens = output[:, input_ids.shape[1]:]

@@ -156,7 +156,8 @@ def embed_facts(embedder, user_facts: dict) -> dict:
     return dict(zip(facts, np.asarray(vectors, dtype=np.float64)))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to unit length (each row of a matrix; a zero vector stays zero)."""
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(norm, 1e-12)
 
@@ -228,7 +229,7 @@ def _user_vectors(user_facts: dict, fact_vectors: dict) -> tuple[list, np.ndarra
     if missing:
         raise KeyError(f"{len(missing)} facts have no vector (e.g. {sorted(missing)[:2]}); "
                        "build fact_vectors with embed_facts on the same user_facts")
-    return users, _unit(np.stack([np.mean([fact_vectors[f] for f in user_facts[u]], axis=0) for u in users]))
+    return users, unit(np.stack([np.mean([fact_vectors[f] for f in user_facts[u]], axis=0) for u in users]))
 
 
 def personachat_fact_personas(user_facts: dict, fact_vectors: dict, k: int = 10, seed: int = 0) -> FactPersonas:
@@ -259,7 +260,7 @@ def personachat_fact_personas(user_facts: dict, fact_vectors: dict, k: int = 10,
     relabel = np.empty(k, dtype=np.int64)
     relabel[np.lexsort((np.arange(k), -sizes))] = np.arange(k)
     labels = relabel[labels]
-    centroids = _unit(np.stack([vectors[labels == p].mean(axis=0) for p in range(k)]))
+    centroids = unit(np.stack([vectors[labels == p].mean(axis=0) for p in range(k)]))
     rows = [(u, f, int(p)) for u, p in zip(users, labels) for f in user_facts[u]]
     facts = pd.DataFrame(rows, columns=["user_id", "fact", "persona"])
     facts["centrality"] = [float(fact_vectors[f] @ centroids[p]) for f, p in zip(facts["fact"], facts["persona"])]
@@ -277,7 +278,7 @@ def assign_persona(personas: FactPersonas, facts: Sequence[str], embedder=None) 
     if unknown and embedder is None:
         raise ValueError(f"{len(unknown)} facts are new; pass the embedder to encode them")
     extra = dict(zip(unknown, embedder.encode(unknown, normalize_embeddings=True))) if unknown else {}
-    vector = _unit(np.mean([personas.fact_vectors.get(f, extra.get(f)) for f in facts], axis=0))
+    vector = unit(np.mean([personas.fact_vectors.get(f, extra.get(f)) for f in facts], axis=0))
     return int(np.argmax(personas.centroids @ vector))
 
 
@@ -312,7 +313,7 @@ def persona_k_curve(user_facts: dict, fact_vectors: dict, ks: Sequence[int], use
     for k in ks:
         personas = personachat_fact_personas(user_facts, fact_vectors, k=k, seed=seed)
         descriptions = [personas.context_for(u, n_facts) for u in users]
-        centroids = np.stack([_unit(np.mean([fact_vectors[f] for f in d], axis=0)) if d
+        centroids = np.stack([unit(np.mean([fact_vectors[f] for f in d], axis=0)) if d
                               else np.zeros(vectors.shape[1]) for d in descriptions])
         has = np.array([bool(d) for d in descriptions])
         spec = (centroids * vectors).sum(axis=1)[has]

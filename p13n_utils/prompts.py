@@ -359,3 +359,22 @@ def profile_prompts(tokenizer, liked: Sequence[Sequence[str]]) -> list[str]:
                         "In one sentence, describe the kinds of movies this user enjoys "
                         "(genres, themes, moods).")
             for titles in liked]
+
+
+# =========================================================================== preference alignment (notebook 07)
+# Moved here from alignment.py (issue 16: every template in one module).
+__all__ += ["RECOMMEND_SYSTEM", "RECOMMEND_QUESTION", "recommendation_prompt"]
+
+RECOMMEND_SYSTEM = "You recommend movies. Answer with the title of one movie this viewer will enjoy."
+"""System message of the MovieLens preference prompts."""
+RECOMMEND_QUESTION = "Which movie should this viewer watch next?"
+"""The question whose responses are movies (the chosen and rejected titles of a preference pair)."""
+
+
+def recommendation_prompt(tokenizer, context: Sequence[str] | None = None,
+                          header: str = HEADERS["user_ratings"]) -> str:
+    """The prompt whose responses are movies: the context block (the user's ratings, a persona
+    description, or none for the global prompt) and :data:`RECOMMEND_QUESTION`, in the chat template."""
+    block = context_block(context, header)
+    question = RECOMMEND_QUESTION
+    return chat_prompt(tokenizer, f"{block}\n\n{question}" if block else question, system=RECOMMEND_SYSTEM)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .generation import pad_id
 from .prompts import rerank_prompts
 
 __all__ = ["llm_rerank", "next_token_shared_prefix"]
@@ -62,7 +63,7 @@ def next_token_shared_prefix(model, tokenizer, prompts: Sequence[str], answers: 
     answer_ids = _single_token_ids(tokenizer, answers)
     prefix, rests = _split_at_shared_line(list(prompts))
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     prefix_ids = tokenizer(prefix, add_special_tokens=True, return_tensors="pt")["input_ids"].to(device)
     n_prefix = prefix_ids.shape[1]
     out = np.zeros((len(rests), len(answer_ids)))
@@ -73,7 +74,7 @@ def next_token_shared_prefix(model, tokenizer, prompts: Sequence[str], answers: 
             width = max(len(e) for e in encoded)
             # left padding between the prefix and each continuation: every row ends at the last
             # position, so only that position's logits are computed (logits_to_keep=1)
-            ids = torch.tensor([[pad_id] * (width - len(e)) + e for e in encoded], device=device)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
             pads = torch.tensor([width - len(e) for e in encoded], device=device)
             column = torch.arange(width, device=device)[None, :]
             attention = torch.cat([torch.ones(len(encoded), n_prefix, dtype=torch.long, device=device),

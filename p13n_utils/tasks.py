@@ -49,8 +49,6 @@ import pandas as pd
 
 from . import prompts
 from .cache import fingerprint, memo
-# TODO(merge): alignment.py and notebook 07 still import movie_descriptions from here (now prompts).
-from .prompts import movie_descriptions  # noqa: F401
 from .profiles import normalize_fact, personachat_user_ids
 from .splits import personachat_split, temporal_split
 

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_finetune import PAIRS, _characters, logits_of, one_thread, tiny_lm, tiny_tokenizer  # noqa: F401
 
-from p13n_utils import alignment, finetune, prompts, tasks
+from p13n_utils import adapters, alignment, prompts, tasks, training
+from p13n_utils.training import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRIPLES = [("user : do you like tea ? assistant :", " yes i like tea .", " no ."),
            ("user : what do you like ? assistant :", " i love cats .", " i hate dogs and cats ."),
@@ -19,7 +21,7 @@ PREFS = pd.DataFrame(TRIPLES, columns=["prompt", "chosen", "rejected"])
 
 # --------------------------------------------------------------------------- DPO loss vs trl
 @pytest.mark.filterwarnings("ignore::FutureWarning")   # transformers deprecations trl triggers
-def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(tmp_path):
+def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(tmp_path, tiny_lm):
     """trl 1.16 computes its DPO loss inside DPOTrainer._compute_loss (no standalone function):
     build a trainer on a tiny LoRA policy, give both sides trl's own collated batch, compare."""
     from datasets import Dataset
@@ -49,9 +51,9 @@ def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(tmp_path):
                   "labels": batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)}
     policy = trainer.model
     with torch.no_grad():
-        logps, _ = finetune.sequence_logps(policy, ours_batch)
+        logps, _ = training.sequence_logps(policy, ours_batch)
         with policy.disable_adapter():                    # our reference: the same model, adapter off
-            ref_logps, _ = finetune.sequence_logps(policy, ours_batch)
+            ref_logps, _ = training.sequence_logps(policy, ours_batch)
     n = len(PREFS)
     loss, chosen_rewards, rejected_rewards = alignment.dpo_loss(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:],
                                                                 beta)
@@ -72,34 +74,37 @@ def test_dpo_loss_is_log2_when_the_policy_is_the_reference_and_falls_with_the_ma
 
 
 # --------------------------------------------------------------------------- DPO with LoRA
-def test_train_dpo_lora_starts_at_the_reference_and_learns_the_preferences():
+def test_train_dpo_lora_starts_at_the_reference_and_learns_the_preferences(tiny_lm, logits_of):
     model, tok = tiny_lm()
     base_logits = logits_of(model, tok)
-    policy, log = alignment.train_dpo_lora(model, tok, PREFS, beta=0.5, steps=15, lr=3e-2, batch_size=3, r=4,
-                                           adapter_name="dpo_global")
+    log = alignment.train_dpo_lora(model, tok, PREFS, TrainConfig(lr=3e-2, steps=15, batch_size=3), beta=0.5, r=4,
+                                   adapter_name="dpo_global")
+    policy = log.model
+    assert log.adapter_name == "dpo_global" and policy.active_adapter == "dpo_global"
     assert log.losses[0] == pytest.approx(math.log(2), abs=1e-6)          # B = 0: policy == reference
     assert np.mean(log.losses[-3:]) < 0.5 * math.log(2)
     assert log.metrics["accuracy"][-1] == 1.0 and log.metrics["margin"][-1] > 0
-    with finetune.use_adapter(policy, None):                              # the reference never moved
+    with adapters.use_adapter(policy, None):                              # the reference never moved
         torch.testing.assert_close(logits_of(policy, tok), base_logits)
     margins = alignment.implicit_reward_margin(policy, tok, PREFS, beta=0.5, adapter_name="dpo_global")
     assert margins.shape == (3,) and (margins > 0).all()
     # the margin is beta * the difference of log-ratios computed by hand
-    with finetune.use_adapter(policy, None):
+    with adapters.use_adapter(policy, None):
         ref = alignment.preference_logps(policy, tok, PREFS)
     pol = alignment.preference_logps(policy, tok, PREFS)
     by_hand = 0.5 * ((pol.chosen_logp - ref.chosen_logp) - (pol.rejected_logp - ref.rejected_logp))
     np.testing.assert_allclose(margins, by_hand, atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
-        alignment.train_dpo_lora(policy, tok, PREFS.iloc[:0], steps=1, adapter_name="x")
-    with pytest.raises(finetune.NotEnoughHistoryError):
-        alignment.train_dpo_lora(policy, tok, PREFS, steps=1, adapter_name="x", min_pairs=5, user=3)
+        alignment.train_dpo_lora(policy, tok, PREFS.iloc[:0], TrainConfig(lr=1e-3, steps=1), adapter_name="x")
+    with pytest.raises(training.NotEnoughHistoryError, match="user 3 has 3"):
+        alignment.train_dpo_lora(policy, tok, PREFS, TrainConfig(lr=1e-3, steps=1, min_pairs=5), adapter_name="x",
+                                 user=3)
 
 
 # --------------------------------------------------------------------------- preference pairs
-def test_personachat_pairs_reject_another_users_reply_at_the_same_turn():
+def test_personachat_pairs_reject_another_users_reply_at_the_same_turn(tiny_tokenizer, characters):
     tok = tiny_tokenizer()
-    ev = tasks.personachat_eval_set(_characters(n_users=4, dialogues_per_user=2), n_users=4, dialogues_per_user=2)
+    ev = tasks.personachat_eval_set(characters(n_users=4, dialogues_per_user=2), n_users=4, dialogues_per_user=2)
     pairs = alignment.personachat_preference_pairs(tok, ev.test, seed=1)
     again = alignment.personachat_preference_pairs(tok, ev.test, seed=1)
     pd.testing.assert_frame_equal(pairs, again)
@@ -114,7 +119,7 @@ def test_personachat_pairs_reject_another_users_reply_at_the_same_turn():
         alignment.personachat_preference_pairs(tok, ev.test[ev.test["user_id"] == ev.users[0]])
 
 
-def test_movielens_pairs_liked_against_disliked_movies_of_the_same_user():
+def test_movielens_pairs_liked_against_disliked_movies_of_the_same_user(tiny_tokenizer):
     tok = tiny_tokenizer()
     movies = pd.DataFrame({"item_id": range(1, 7), "title": [f"Movie {i}" for i in range(1, 7)],
                            "year": [2000] * 6, "genres": ["Drama"] * 6})
@@ -131,6 +136,15 @@ def test_movielens_pairs_liked_against_disliked_movies_of_the_same_user():
     assert prompts.HEADERS["user_ratings"] not in capped.loc[0, "prompt"]            # global prompt
     with pytest.raises(ValueError, match="no user has both"):
         alignment.movielens_preference_pairs(tok, ratings[ratings["user_id"] == 2], movies)
+
+
+def test_rating_history_context_shows_the_latest_ratings_oldest_first():
+    movies = pd.DataFrame({"item_id": [1, 2, 3], "title": ["Heat", "Alien", "Up"], "year": [1995, 1979, 2009],
+                           "genres": ["Action", "Horror", "Animation"]})
+    history = pd.DataFrame({"user_id": [7, 7, 7, 8], "item_id": [1, 2, 3, 1], "rating": [4.0, 2.5, 5.0, 1.0]})
+    lines = alignment.rating_history_context(history, movies, m=2)
+    assert lines(7) == [prompts.rating_line("Alien (1979)", 2.5), prompts.rating_line("Up (2009)", 5.0)]
+    assert lines(8) == [prompts.rating_line("Heat (1995)", 1.0)] and lines(9) == []
 
 
 # --------------------------------------------------------------------------- reward models
@@ -151,7 +165,8 @@ def test_linear_bradley_terry_is_logistic_regression_on_differences():
 
     chosen, rejected, _ = _preferences(400)
     l2 = 1e-2
-    head, log = alignment.train_reward_model(chosen, rejected, l2=l2, steps=200)
+    log = alignment.train_reward_model(chosen, rejected, l2=l2, steps=200)
+    head = log.model
     assert log.losses[-1] < log.losses[0]
     diff = chosen - rejected                  # sklearn: C * sum(logloss) + ||w||^2 / 2 on [d; -d]
     X, y = np.vstack([diff, -diff]), np.r_[np.ones(len(diff)), np.zeros(len(diff))]
@@ -166,62 +181,41 @@ def test_user_conditioned_reward_model_wins_when_users_disagree():
     test_c, test_r, test_u = _preferences(800, seed=1, conditioned=True)
     accuracy = {}
     for name, prompt_train, prompt_test in (("global", None, None), ("user", users, test_u)):
-        head, _ = alignment.train_reward_model(alignment.bt_features(chosen, prompt_train),
-                                               alignment.bt_features(rejected, prompt_train), l2=1e-3)
+        head = alignment.train_reward_model(alignment.bt_features(chosen, prompt_train),
+                                            alignment.bt_features(rejected, prompt_train), l2=1e-3).model
         margins = alignment.reward_margins(head, alignment.bt_features(test_c, prompt_test),
                                            alignment.bt_features(test_r, prompt_test))
         accuracy[name] = (margins > 0).mean()
     assert accuracy["user"] > 0.8 and accuracy["global"] < 0.6
-    mlp, _ = alignment.train_reward_model(alignment.bt_features(chosen, users), alignment.bt_features(rejected, users),
-                                          hidden=16, steps=100)
+    mlp = alignment.train_reward_model(alignment.bt_features(chosen, users), alignment.bt_features(rejected, users),
+                                       hidden=16, steps=100).model
     margins = alignment.reward_margins(mlp, alignment.bt_features(test_c, test_u), alignment.bt_features(test_r, test_u))
     assert (margins > 0).mean() > 0.7
     with pytest.raises(ValueError, match="same shape"):
         alignment.train_reward_model(chosen, rejected[:10])
 
 
+def test_fit_reward_margins_scales_features_and_falls_back_to_the_shared_head():
+    chosen, rejected, _ = _preferences(300)
+    test_c, test_r, _ = _preferences(60, seed=1)
+    margins, heads = alignment.fit_reward_margins(chosen, rejected, test_c, test_r, l2=1e-2)
+    scale = (chosen - rejected).std(axis=0) + 1e-8
+    by_hand = alignment.train_reward_model(chosen / scale, rejected / scale, l2=1e-2, steps=200).model
+    np.testing.assert_allclose(margins, alignment.reward_margins(by_hand, test_c / scale, test_r / scale), atol=1e-6)
+    assert len(heads) == 1 and (margins > 0).mean() > 0.85
+    # two groups: group 0 has enough pairs for a head of its own, group 1 (10 pairs) keeps the shared head
+    groups = np.r_[np.zeros(290), np.ones(10)]
+    eval_groups = np.r_[np.zeros(30), np.ones(30)]
+    grouped, heads = alignment.fit_reward_margins(chosen, rejected, test_c, test_r, l2=1e-2, train_groups=groups,
+                                                  eval_groups=eval_groups, min_pairs=20)
+    assert len(heads) == 2 and heads[1].n_examples == 290
+    np.testing.assert_allclose(grouped[30:], margins[30:])                    # the fallback: shared head
+    assert not np.allclose(grouped[:30], margins[:30])                         # its own head
+
+
 def test_per_user_accuracy_counts_ties_as_half():
     acc = alignment.per_user_accuracy([1.0, -1.0, 0.0, 2.0], ["a", "a", "b", "b"])
     assert acc.to_dict() == {"a": 0.5, "b": 0.75}
-
-
-# --------------------------------------------------------------------------- merging
-def _two_adapters():
-    model, tok = tiny_lm()
-    model, _ = finetune.train_lora(model, tok, PAIRS[:2], r=4, steps=3, lr=3e-2, adapter_name="persona_0")
-    model, _ = finetune.train_lora(model, tok, PAIRS[2:], r=4, steps=3, lr=3e-2, adapter_name="persona_1", seed=1)
-    return model, tok
-
-
-def _delta(model, adapter):
-    layer = model.get_base_model().model.layers[0].self_attn.q_proj
-    return layer.get_delta_weight(adapter).detach()
-
-
-@pytest.mark.parametrize("combination_type", ["cat", "linear"])
-def test_merging_with_weights_one_zero_reproduces_the_first_adapter(combination_type):
-    model, tok = _two_adapters()
-    with finetune.use_adapter(model, "persona_0"):
-        first = logits_of(model, tok)
-    alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0, 0.0], "soup", combination_type)
-    assert model.active_adapter == "soup"
-    torch.testing.assert_close(logits_of(model, tok), first, atol=1e-5, rtol=1e-5)
-
-
-def test_cat_merging_is_the_exact_weighted_sum_and_linear_is_not():
-    model, tok = _two_adapters()
-    expected = 0.3 * _delta(model, "persona_0") + 0.7 * _delta(model, "persona_1")
-    alignment.merge_adapters(model, ["persona_0", "persona_1"], [0.3, 0.7], "soup")
-    torch.testing.assert_close(_delta(model, "soup"), expected, atol=1e-6, rtol=1e-5)
-    alignment.merge_adapters(model, ["persona_0", "persona_1"], [0.3, 0.7], "soup_linear", "linear")
-    assert not torch.allclose(_delta(model, "soup_linear"), expected, atol=1e-4)
-    # the same name again replaces the soup (a sweep over weights)
-    alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0, 0.0], "soup")
-    torch.testing.assert_close(_delta(model, "soup"), _delta(model, "persona_0"), atol=1e-6, rtol=1e-5)
-    with pytest.raises(KeyError, match="persona_7"):
-        alignment.merge_adapters(model, ["persona_0", "persona_7"], [0.5, 0.5], "x")
-    with pytest.raises(ValueError, match="one weight per adapter"):
-        alignment.merge_adapters(model, ["persona_0", "persona_1"], [1.0], "x")
 
 
 # --------------------------------------------------------------------------- helpers of notebook 07
@@ -235,7 +229,7 @@ def test_bt_features_stack_one_product_block_per_condition():
         alignment.bt_features(r, [a, b[:, :2]])
 
 
-def test_preference_logps_count_tokens_and_memoise_by_model(tmp_path, monkeypatch):
+def test_preference_logps_count_tokens_and_memoise_by_model(tmp_path, monkeypatch, tiny_lm):
     from p13n_utils import config
 
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path)
@@ -260,12 +254,13 @@ def test_preference_logps_count_tokens_and_memoise_by_model(tmp_path, monkeypatc
                            cached["chosen_logp"])
 
 
-def test_dpo_margins_from_logps_equal_the_implicit_reward_margin(tmp_path):
+def test_dpo_margins_from_logps_equal_the_implicit_reward_margin(tmp_path, tiny_lm):
     model, tok = tiny_lm()
-    policy, _, loaded = alignment.train_or_load_dpo_lora(model, tok, PREFS, tmp_path / "dpo", adapter_name="dpo",
-                                                         beta=0.5, steps=4, lr=3e-2, batch_size=3, r=4)
-    assert not loaded
-    with finetune.use_adapter(policy, None):
+    result = alignment.train_or_load_dpo_lora(model, tok, PREFS, tmp_path / "dpo", TrainConfig(lr=3e-2, steps=4, batch_size=3),
+                                              adapter_name="dpo", beta=0.5, r=4)
+    policy = result.model
+    assert not result.loaded
+    with adapters.use_adapter(policy, None):
         reference = alignment.preference_logps(policy, tok, PREFS)
     margins = alignment.dpo_margins(alignment.preference_logps(policy, tok, PREFS), reference, beta=0.5)
     np.testing.assert_allclose(margins, alignment.implicit_reward_margin(policy, tok, PREFS, beta=0.5,
@@ -274,26 +269,31 @@ def test_dpo_margins_from_logps_equal_the_implicit_reward_margin(tmp_path):
         alignment.dpo_margins(reference.iloc[:2], reference)
 
 
-def test_train_or_load_dpo_lora_loads_the_saved_adapter_and_retrains_on_new_settings(tmp_path):
+def test_train_or_load_dpo_lora_loads_the_saved_adapter_and_retrains_on_new_settings(tmp_path, tiny_lm, logits_of):
     directory = tmp_path / "adapters" / "dpo_global"
-    settings = dict(beta=0.5, steps=3, lr=3e-2, batch_size=3, r=4)
+    train, settings = TrainConfig(lr=3e-2, steps=3, batch_size=3), dict(beta=0.5, r=4)
     model, tok = tiny_lm()
-    trained, log, loaded = alignment.train_or_load_dpo_lora(model, tok, PREFS, directory, "dpo_global", **settings)
-    assert not loaded and (directory / "adapter_model.safetensors").is_file()
+    log = alignment.train_or_load_dpo_lora(model, tok, PREFS, directory, train, "dpo_global", **settings)
+    trained = log.model
+    assert not log.loaded and (directory / "adapter_model.safetensors").is_file()
     assert not [p for p in directory.parent.iterdir() if p.name.startswith(".")]     # no temporary folder left
     expected = logits_of(trained, tok)
     fresh_model, _ = tiny_lm()
-    again, log2, loaded = alignment.train_or_load_dpo_lora(fresh_model, tok, PREFS, directory, "dpo_global",
-                                                           **settings)
-    assert loaded and log2.losses == log.losses and log2.metrics == log.metrics
+    log2 = alignment.train_or_load_dpo_lora(fresh_model, tok, PREFS, directory, train, "dpo_global", **settings)
+    again = log2.model
+    assert log2.loaded and log2.losses == log.losses and log2.metrics == log.metrics
+    assert log2.seconds == log.seconds and log2.trainable_params == log.trainable_params
     assert again.active_adapter == "dpo_global"
     torch.testing.assert_close(logits_of(again, tok), expected)
     other_model, _ = tiny_lm()                                    # other settings: trained again, replaced
-    _, log3, loaded = alignment.train_or_load_dpo_lora(other_model, tok, PREFS, directory, "dpo_global",
-                                                       **{**settings, "steps": 2})
-    assert not loaded and log3.steps == 2
+    log3 = alignment.train_or_load_dpo_lora(other_model, tok, PREFS, directory, train.replace(steps=2), "dpo_global",
+                                            **settings)
+    assert not log3.loaded and log3.steps == 2
+    log4 = alignment.train_or_load_dpo_lora(tiny_lm()[0], tok, PREFS, directory, train.replace(steps=2), "dpo_global",
+                                            beta=0.3, r=4)                     # another beta: retrained too
+    assert not log4.loaded
     with pytest.raises(ValueError, match="empty"):
-        alignment.train_or_load_dpo_lora(other_model, tok, PREFS.iloc[:0], tmp_path / "x", "x")
+        alignment.train_or_load_dpo_lora(other_model, tok, PREFS.iloc[:0], tmp_path / "x", train, "x")
 
 
 def test_soup_weights_go_from_the_nearest_adapter_to_the_uniform_average():
@@ -301,10 +301,53 @@ def test_soup_weights_go_from_the_nearest_adapter_to_the_uniform_average():
     np.testing.assert_array_equal(alignment.soup_weights(sims, 0), [[1, 0, 0], [0, 1, 0]])
     np.testing.assert_allclose(alignment.soup_weights(sims, np.inf), np.full((2, 3), 1 / 3))
     sharp, soft = alignment.soup_weights(sims, 0.05), alignment.soup_weights(sims, 1.0)
-    np.testing.assert_allclose(sharp.sum(axis=1), 1) and np.testing.assert_allclose(soft.sum(axis=1), 1)
+    np.testing.assert_allclose(sharp.sum(axis=1), 1)
+    np.testing.assert_allclose(soft.sum(axis=1), 1)
     assert sharp[0, 0] > soft[0, 0] > 1 / 3                       # a lower temperature favours the nearest
     assert alignment.soup_weights(sims[0], 0.1).shape == (3,)
     with pytest.raises(ValueError, match="temperature"):
         alignment.soup_weights(sims, -1)
     with pytest.raises(ValueError, match="NaN"):
         alignment.soup_weights([[np.nan, 1.0]], 0.1)
+
+
+def test_soup_logps_score_each_pair_under_its_own_merge(tiny_lm):
+    model, tok = tiny_lm()
+    train = TrainConfig(lr=3e-2, steps=3, batch_size=3)
+    model = alignment.train_dpo_lora(model, tok, PREFS, train, adapter_name="p0", r=4).model
+    model = alignment.train_dpo_lora(model, tok, PREFS.iloc[::-1], train.replace(seed=1), adapter_name="p1", r=4).model
+    weights = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    mixed = alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights)
+    for i, w in enumerate(weights):
+        adapters.merge_adapters(model, ["p0", "p1"], w, "check")
+        alone = alignment.preference_logps(model, tok, PREFS.iloc[[i]])
+        np.testing.assert_allclose(mixed.iloc[i].to_numpy(dtype=float), alone.iloc[0].to_numpy(dtype=float), atol=1e-5)
+    same = alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights[2])          # one soup for every pair
+    np.testing.assert_allclose(same["chosen_logp"][2], mixed["chosen_logp"][2], atol=1e-5)
+    assert not np.allclose(mixed["chosen_logp"][0], alignment.soup_logps(model, tok, PREFS.iloc[[0]], ["p0", "p1"],
+                                                                         weights[1])["chosen_logp"][0])
+    with pytest.raises(ValueError, match="rows of weights"):
+        alignment.soup_logps(model, tok, PREFS, ["p0", "p1"], weights[:2])
+
+
+def test_record_policy_records_each_metric_once_with_its_interval():
+    from p13n_utils import results
+
+    results.clear()
+    users = [1, 2, 3, 4]
+    acc = pd.Series([1.0, 0.5, 1.0, 0.0], index=users)
+    nll = pd.Series([2.0, 2.2, 1.8, 2.0], index=users)
+    row = alignment.record_policy("personachat", "user", "dpo_user", acc, nll, own_pref_acc=acc,
+                                  base_nll=nll + 0.1, n_resamples=200)
+    recorded = {r["metric"]: r for r in results.rows()}
+    assert set(recorded) == {"pref_acc", "ppl", "logp_pref_acc", "ppl_ratio_vs_base"}
+    assert recorded["pref_acc"]["value"] == pytest.approx(0.625) and recorded["pref_acc"]["n"] == 4
+    assert recorded["ppl"]["value"] == pytest.approx(np.exp(2.0))
+    assert recorded["ppl_ratio_vs_base"]["value"] == pytest.approx(np.exp(-0.1))      # every user 0.1 nats better
+    r = recorded["pref_acc"]
+    assert row["pref_acc"] == results.fmt_ci(r["value"], r["lower"], r["upper"])
+    assert set(row) == {"method", "level", "pref_acc", "ppl", "logp_pref_acc", "ppl ratio vs untrained"}
+    results.clear()
+    assert set(alignment.record_policy("personachat", "global", "zero_shot", acc, nll, n_resamples=50)) == {
+        "method", "level", "pref_acc", "ppl"}
+    results.clear()

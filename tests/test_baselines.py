@@ -51,12 +51,3 @@ def test_segment_item_mean_uses_the_persona_and_falls_back():
     assert shrunk[0] == pytest.approx((10 + 2 * 3.0) / 4)
     no_persona = SegmentItemMean(segments.map(lambda s: -1)).fit(train).predict(pairs)
     assert (no_persona == 3.0).all()
-
-
-def test_function_aliases_match_the_estimators():
-    train = pd.DataFrame({"user_id": [1, 1, 2, 3], "item_id": [1, 2, 1, 2], "rating": [5.0, 3.0, 4.0, 1.0]})
-    pairs = pd.DataFrame({"user_id": [1, 2, 9], "item_id": [2, 2, 1]})
-    np.testing.assert_array_equal(baselines.item_mean_predictions(train, pairs, 2.0),
-                                  ItemMean(2.0).fit(train).predict(pairs))
-    np.testing.assert_array_equal(baselines.bias_predictions(train, pairs, n_iter=3),
-                                  UserItemBias(n_iter=3).fit(train).predict(pairs))

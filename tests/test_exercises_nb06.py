@@ -3,23 +3,22 @@ answer passes, a wrong one raises ExerciseFailed with its hint, None is "not att
 
 import pytest
 import torch
-from test_finetune import PAIRS, one_thread, tiny_lm  # noqa: F401
 
-from p13n_utils import finetune, lesson
+from p13n_utils import adapters, lesson, training
 from p13n_utils.exercises import nb06
 
 
 def test_lora_param_count_matches_what_peft_trains():
     model, _ = tiny_lm()                     # 4 heads, 2 key/value heads: k and v are narrower than q
     for r, modules in ((4, ("q_proj", "k_proj", "v_proj", "o_proj")), (2, ("q_proj", "v_proj", "down_proj"))):
-        peft_model = finetune.add_lora(tiny_lm()[0], "x", r=r, alpha=2 * r, target_modules=modules)
-        assert nb06.lora_param_count(model.config, r, modules) == finetune.count_parameters(peft_model, "x")
+        peft_model = adapters.add_lora(tiny_lm()[0], "x", r=r, alpha=2 * r, target_modules=modules)
+        assert nb06.lora_param_count(model.config, r, modules) == adapters.count_parameters(peft_model, "x")
 
 
 def test_check_1_right_wrong_and_not_attempted(capsys):
     config = tiny_lm()[0].config
     modules = ("q_proj", "k_proj", "v_proj", "o_proj")
-    right = finetune.count_parameters(finetune.add_lora(tiny_lm()[0], "x", r=4, target_modules=modules), "x")
+    right = adapters.count_parameters(adapters.add_lora(tiny_lm()[0], "x", r=4, target_modules=modules), "x")
     assert nb06.check_1(right, config, 4, modules) is True
     naive = 4 * 2 * config.hidden_size * len(modules) * config.num_hidden_layers  # every layer hidden -> hidden
     assert naive != right
@@ -33,8 +32,8 @@ def test_check_1_right_wrong_and_not_attempted(capsys):
 
 def _batch():
     model, tok = tiny_lm()
-    examples = finetune.encode_pairs(tok, PAIRS[:3])
-    return model, finetune.collate(examples, tok.pad_token_id)
+    examples = training.encode_pairs(tok, PAIRS[:3])
+    return model, training.collate(examples, tok.pad_token_id)
 
 
 def test_check_2_the_loss_on_target_tokens_only():
@@ -44,7 +43,7 @@ def test_check_2_the_loss_on_target_tokens_only():
                        position_ids=batch["position_ids"]).logits
     labels = batch["labels"][:, 1:]
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
-    mask = labels != finetune.IGNORE_INDEX
+    mask = labels != training.IGNORE_INDEX
     token_logp = logp.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     right = float(-(token_logp * mask).sum() / mask.sum())
     assert nb06.check_2(right, model, batch) is True
@@ -55,7 +54,7 @@ def test_check_2_the_loss_on_target_tokens_only():
 
 
 def test_check_3_merging_by_hand_and_the_layer_it_gives():
-    model = finetune.add_lora(tiny_lm()[0], "u", r=4, alpha=8)
+    model = adapters.add_lora(tiny_lm()[0], "u", r=4, alpha=8)
     layer = nb06.lora_layer(model)
     torch.nn.init.normal_(layer.lora_B["u"].weight, std=0.1)       # as if trained (B starts at zero)
     a, b = layer.lora_A["u"].weight, layer.lora_B["u"].weight

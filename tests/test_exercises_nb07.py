@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_finetune import one_thread, tiny_lm  # noqa: F401
 
-from p13n_utils import alignment, finetune, lesson
+from p13n_utils import adapters, alignment, lesson
 from p13n_utils.exercises import nb07
 
 # per pair: summed log-probabilities and token counts of the chosen and the rejected reply
@@ -67,13 +66,13 @@ def test_check_3_length_normalised_pref_acc():
 def test_check_4_the_soup_update_is_the_weighted_sum_of_the_updates():
     model = tiny_lm()[0]
     for name, seed in (("p0", 0), ("p1", 1)):
-        model = finetune.add_lora(model, name, r=4, alpha=8, seed=seed)
+        model = adapters.add_lora(model, name, r=4, alpha=8, seed=seed)
     layer = nb07.lora_layer(model)
     torch.manual_seed(0)
     for name in ("p0", "p1"):
         torch.nn.init.normal_(layer.lora_B[name].weight, std=0.1)
     weights = [0.3, 0.7]
-    alignment.merge_adapters(model, ["p0", "p1"], weights, "soup")
+    adapters.merge_adapters(model, ["p0", "p1"], weights, "soup")
     by_hand = sum(w * layer.scaling[n] * layer.lora_B[n].weight @ layer.lora_A[n].weight
                   for n, w in zip(("p0", "p1"), weights)).detach()
     assert nb07.check_4(by_hand, layer, ["p0", "p1"], weights) is True

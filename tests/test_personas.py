@@ -84,3 +84,8 @@ def test_genre_matrix():
     flags = personas.genre_matrix(movies)
     assert flags.loc[1].tolist() == [1.0, 1.0]
     assert flags.loc[3].sum() == 0
+
+
+def test_unit_scales_vectors_and_rows_and_leaves_zero_alone():
+    np.testing.assert_allclose(personas.unit(np.array([3.0, 4.0])), [0.6, 0.8])
+    np.testing.assert_allclose(personas.unit(np.array([[0.0, 2.0], [0.0, 0.0]])), [[0.0, 1.0], [0.0, 0.0]])

@@ -8,7 +8,7 @@ from p13n_utils import prompts
 
 
 class PlainTokenizer:
-    """A tokenizer without a chat template: generation.chat_prompt falls back to a
+    """A tokenizer without a chat template: prompts.chat_prompt falls back to a
     'Role: text' layout, which makes the prompts easy to assert on."""
 
     chat_template = None

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .. import finetune, lesson
+from .. import adapters, lesson, training
 
 __all__ = ["linear_shapes", "lora_param_count", "lora_layer", "check_1", "check_2", "check_3"]
 
@@ -47,7 +47,7 @@ def lora_layer(model, module: str = "q_proj", layer: int = 0):
         if name.endswith(f"layers.{layer}.self_attn.{module}") or name.endswith(f"layers.{layer}.mlp.{module}"):
             if hasattr(sub, "lora_A"):
                 return sub
-    raise KeyError(f"no LoRA layer {module!r} in block {layer}: add an adapter on it first (finetune.add_lora)")
+    raise KeyError(f"no LoRA layer {module!r} in block {layer}: add an adapter on it first (adapters.add_lora)")
 
 
 def check_1(answer, model_config, r: int, target_modules: Sequence[str]):
@@ -64,7 +64,7 @@ def check_2(answer, model, batch: dict):
     ok = None
     if answer is not None:
         with torch.no_grad():
-            reference = float(finetune.lm_loss(model, batch))
+            reference = float(training.lm_loss(model, batch))
         ok = math.isclose(float(answer), reference, rel_tol=1e-4, abs_tol=1e-5)
     return lesson.check("Exercise 2 (the loss on target tokens)", ok,
                         "the logits at position t predict the token at t + 1: compare logits[:, :-1] with "
