@@ -11,8 +11,9 @@ adds the two markers that depend on what a test does, so that other test files n
 * ``model`` — the test (or a fixture it uses, however indirectly) calls ``load_lm(`` or
   ``load_embedder(``: it loads the real SmolLM2 or MiniLM (seconds each, GBs of compute).
   Found by reading the source, so a test that moves to another file keeps its marker.
-* ``slow`` — the few unit tests listed in :data:`SLOW` (a node-id prefix and the reason): they
-  take several seconds without a real model.
+* ``slow`` — the few unit tests listed in :data:`SLOW` (by test name, so that a test moved to
+  another file keeps its marker; with the reason): they take several seconds without a real
+  model.
 """
 
 import inspect
@@ -28,9 +29,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 MODEL_CALLS = ("load_lm(", "load_embedder(")
 
-# node-id prefix -> why it is slow (measured with --durations=25 on the 2-core machine)
+# test name (a prefix of what follows "::" in the node id) -> why it is slow; measured with
+# --durations=25 on the 2-core machine (shared with other jobs, so the seconds are high).
 SLOW = {
-    "tests/test_run.py::test_runner_": "starts a Jupyter kernel through papermill (~10 s)",
+    "test_runner_": "starts a Jupyter kernel through papermill (10-40 s)",
+    "test_dpo_loss_equals_trl_dpo_trainer": "imports trl and builds its DPOTrainer (~30 s)",
+    "test_collaborative_filtering_beats_popularity": "trains ALS and BPR to convergence (~8 s)",
+    "test_table_and_figure": "draws the taxonomy figure with matplotlib (~7 s)",
 }
 
 
@@ -55,5 +60,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _uses_a_model(item):
             item.add_marker(pytest.mark.model)
-        if any(item.nodeid.startswith(prefix) for prefix in SLOW):
+        if item.nodeid.split("::", 1)[-1].startswith(tuple(SLOW)):
             item.add_marker(pytest.mark.slow)
