@@ -1,4 +1,4 @@
-# Two commands (see README.md). Each bootstraps .venv itself; the install step is skipped while
+# Three commands (see README.md): run, test, unit. Each bootstraps .venv itself; the install step is skipped while
 # the stamp, keyed on the hash of the pinned files, is current.
 PYTHON ?= python3
 VENV   := .venv
