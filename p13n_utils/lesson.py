@@ -97,8 +97,8 @@ def check(exercise: str, ok: bool | None, hint: str, success: str = "right") -> 
 # A figure in a markdown cell must be printed by the same notebook (or be a constant of the method).
 _NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d+)(\s?%)?(?![\w])")
 # What is not prose: LaTeX, code, link targets, HTML tags. Numbers inside them are not scanned.
-_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|```.*?```|`[^`\n]*`|\]\([^)]*\)|<[^>\n]*>|https?://\S+",
-                        re.DOTALL)
+_NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|```.*?```|`[^`\n]*`|\]\([^)]*\)|<[^>\n]*>|https?://\S+"
+                        r"|\b10\.\d{4,9}/\S+", re.DOTALL)  # ... and DOIs (10.1145/2827872)
 _ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
 # A number right after one of these words is a name, not a measurement: Python 3.11, Section 3.2.
 _NAME_WORDS = re.compile(r"(?:python|torch|version|v|section|sec\.|§|table|figure|eq\.|equation|"
@@ -173,7 +173,7 @@ def stale_numbers(notebook) -> list[str]:
     is fine when a code cell of the same notebook prints it (in any output, rounded to the
     figure's precision), when it is a setting of :data:`p13n_utils.config.SIZES`, one of
     :data:`ALLOWED_FIGURES`, an arXiv id (``2411.00027``), a version or section number
-    (``Python 3.11``, ``1.2.3``), or inside LaTeX, code or a link. Returns
+    (``Python 3.11``, ``1.2.3``), or inside LaTeX, code, a link or a DOI. Returns
     ``["<figure> in cell <i>: …context…"]`` for each stale one.
 
     ``notebook`` is a path to an ``.ipynb`` file or the notebook's JSON as a dict."""

@@ -49,7 +49,7 @@ def test_markdown_outputs_count_as_printed():
 def test_constants_names_and_code_are_not_figures():
     prose = ("95% intervals; chance is 0.5; k = 10 of 2,345? no: arXiv 2411.00027 and "
              "[LoRA](https://arxiv.org/abs/2106.09685) (2021); Python 3.11, torch 2.13.0, "
-             "Section 4.2; $\\alpha = 0.37$, `lr = 3.3e-4`, $$x = 1.25$$; "
+             "Section 4.2; doi:10.1145/2827872; $\\alpha = 0.37$, `lr = 3.3e-4`, $$x = 1.25$$; "
              f"{config.SIZES['data.cold_users_frac'][1]:.0%} of users held out.")
     assert [s.split(" in cell")[0] for s in lesson.stale_numbers(_nb(prose, ""))] == ["2,345"]
 
