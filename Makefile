@@ -1,4 +1,4 @@
-# Two commands (see README.md). Each bootstraps .venv itself; the install step is skipped while
+# Three commands (see README.md): run, test, unit. Each bootstraps .venv itself; the install step is skipped while
 # the stamp, keyed on the hash of the pinned files, is current.
 PYTHON ?= python3
 VENV   := .venv
@@ -7,14 +7,18 @@ PINS   := requirements.txt requirements-models.txt pyproject.toml
 HASH   := $(shell cat $(PINS) | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(HASH)
 SIZE ?= default
+UNIT   := not notebooks and not determinism and not model and not slow and not colab
 
-.PHONY: run test venv clean
+.PHONY: run test unit venv clean
 
 run: $(STAMP)  ## execute the whole notebook series (default size), write figures/results.*
 	$(PY) -m p13n_utils.run --size $(SIZE)
 
-test: $(STAMP)  ## unit tests, every notebook in the smoke size, nbval on the committed outputs
-	$(PY) -m pytest tests --nbval-lax notebooks
+test: $(STAMP)  ## every test: unit, real-model, each notebook once in the smoke size (+ its checks), solutions, Colab path
+	$(PY) -m pytest tests
+
+unit: $(STAMP)  ## the fast tests: no notebook, no real model (< 60 s)
+	$(PY) -m pytest tests -m "$(UNIT)"
 
 venv: $(STAMP)
 

@@ -4,7 +4,10 @@
 
 For each notebook (in name order) it injects ``RUN_SIZE``, executes it with papermill (kernel
 ``python3``), writes the executed copy to ``build/notebooks/`` and the notebook's rows to
-``build/results/<notebook>.json`` (``notebook, size, seconds, device, rows``). At the end it
+``build/results/<notebook>.json`` (``notebook, size, seconds, peak_mb, device, lm_dtype, cpu,
+rows``: ``peak_mb`` is the kernel's peak resident memory, children included, sampled by
+:class:`PeakMemory`; ``lm_dtype`` and ``cpu`` say what the LM ran in and on, see
+:func:`hardware`). At the end it
 aggregates every results file into ``figures/results.json`` and ``figures/results.md``. It stops
 at the first failure, naming the notebook and the failing cell. ``--inplace`` (default size
 only) copies each executed notebook back over ``notebooks/`` so the committed outputs are current.
@@ -17,11 +20,17 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from . import config
 from .results import COLUMNS, read_rows
+
+
+# What results.json and results.md say about each notebook's run.
+RUN_FIELDS = ("notebook", "size", "seconds", "peak_mb", "device", "lm_dtype", "cpu")
 
 
 class NotebookFailed(RuntimeError):
@@ -49,6 +58,83 @@ def select_notebooks(only: list[str] | None, notebooks_dir: Path | None = None) 
             raise ValueError(f"unknown notebook {raw!r}; valid notebooks: {', '.join(names)}")
         chosen.extend(m for m in match if m not in chosen)
     return [n for n in names if n in chosen]
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process's children — the notebook's kernel and what it
+    starts — sampled every ``interval`` seconds in a background thread while the block runs::
+
+        with PeakMemory() as mem:
+            ...                      # execute a notebook
+        mem.peak_mb
+
+    Sampling misses peaks shorter than ``interval``; for a notebook that holds a model for
+    seconds, 0.2 s is close enough (Binder's limit is about 2 GB)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss_mb(self) -> float:
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # exited between listing and reading
+                pass
+        return total / 2**20
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU model (``model name`` of /proc/cpuinfo, else :func:`platform.processor`) and
+    whether it computes bfloat16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag), e.g.
+    ``"AMD EPYC (AVX512-BF16)"``. ``cpuinfo``: the text of /proc/cpuinfo (read if not given)."""
+    import platform
+
+    try:
+        info = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    native = [label for flag, label in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+              if flag in flags]
+    return f"{name} ({', '.join(native)})" if native else f"{name} (no native bf16)"
+
+
+@lru_cache(maxsize=None)
+def hardware(device: str) -> dict:
+    """What a run ran on: ``device``, ``lm_dtype`` (the dtype ``lm.dtype = "auto"`` resolves to
+    there, :func:`p13n_utils.models.auto_dtype`) and ``cpu`` (:func:`cpu_name`); for a CUDA
+    device ``cpu`` also names the GPU."""
+    from .models import auto_dtype
+
+    info = {"device": device, "lm_dtype": auto_dtype(device), "cpu": cpu_name()}
+    if device.startswith("cuda"):
+        import torch
+
+        info["cpu"] += f"; GPU {torch.cuda.get_device_name(device)}"
+    return info
 
 
 def _clean_for_commit(path: Path) -> None:
@@ -87,8 +173,9 @@ def execute_notebook(name: str, size: str, build_dir: Path, progress: bool = Fal
         os.environ["P13N_FIGURES_DIR"] = str(figures)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(source), str(executed), parameters={"RUN_SIZE": size},
-                            kernel_name="python3", progress_bar=progress, cwd=str(source.parent))
+        with PeakMemory() as memory:
+            pm.execute_notebook(str(source), str(executed), parameters={"RUN_SIZE": size},
+                                kernel_name="python3", progress_bar=progress, cwd=str(source.parent))
     except PapermillExecutionError as err:
         first_line = (err.source or "").strip().splitlines()[:1]
         raise NotebookFailed(
@@ -105,7 +192,8 @@ def execute_notebook(name: str, size: str, build_dir: Path, progress: bool = Fal
         "notebook": name,
         "size": size,
         "seconds": round(seconds, 1),
-        "device": config.get_device(),
+        "peak_mb": round(memory.peak_mb),
+        **hardware(config.get_device()),
         "rows": read_rows(rows_file) if rows_file.exists() else [],
     }
     config.atomic_write(build_dir / "results" / f"{name}.json", json.dumps(record, indent=1) + "\n")
@@ -117,7 +205,7 @@ def aggregate(build_dir: Path, out_dir: Path) -> dict:
     ``out_dir/results.md``. Returns the aggregated object."""
     records = [json.loads(p.read_text()) for p in sorted((build_dir / "results").glob("*.json"))]
     summary = {
-        "notebooks": [{k: r[k] for k in ("notebook", "size", "seconds", "device")} for r in records],
+        "notebooks": [{k: r.get(k) for k in RUN_FIELDS} for r in records],
         "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]],
     }
     config.atomic_write(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
@@ -133,15 +221,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+RUN_HEADERS = ("notebook", "size", "seconds", "peak MB", "device", "LM dtype", "CPU")
+
+
 def render_markdown(summary: dict) -> str:
     """The aggregated results as markdown: run times, then one table per task."""
     lines = ["# Results", "", "Written by `python -m p13n_utils.run`; 95% bootstrap intervals "
              "over users in brackets. `seconds` is the wall time of the notebook's last run: LM "
              "outputs are memoised under build/cache, so a rerun is much faster than a first run "
-             "(first-run times are quoted in each notebook).", "", "| notebook | size | seconds | device |",
-             "|---|---|---|---|"]
-    lines += [f"| {n['notebook']} | {n['size']} | {n['seconds']} | {n['device']} |"
-              for n in summary["notebooks"]]
+             "(first-run times are quoted in each notebook). `peak MB` is the kernel's peak resident "
+             "memory (Binder gives about 2 GB); `LM dtype` is what the LM of 02-05 ran in on that "
+             "hardware.", "", "| " + " | ".join(RUN_HEADERS) + " |", "|---" * len(RUN_HEADERS) + "|"]
+    lines += ["| " + " | ".join(_fmt(n.get(k)) for k in RUN_FIELDS) + " |" for n in summary["notebooks"]]
     tasks = sorted({row["task"] for row in summary["rows"]})
     level_order = {"global": 0, "persona": 1, "user": 2}
     for task in tasks:

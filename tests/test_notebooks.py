@@ -1,8 +1,25 @@
-"""Execute every notebook of the series in the smoke size through the runner and check what
-it recorded; check the committed notebooks are clean (outputs of the default size, no errors,
-a `parameters` cell)."""
+"""The notebooks, executed once each.
+
+Every notebook of the series runs once per test session, in the smoke size, through the runner
+(:func:`smoke_run` memoises the run, so the tests below share it). On that executed copy the
+tests check:
+
+* the rows it recorded are valid and complete (:data:`EXPECTED`);
+* the cells marked ``# NBVAL_CHECK_OUTPUT`` print what the committed notebook shows (their
+  stdout and ``text/plain`` outputs, normalised by :func:`comparable_output`): these cells
+  print things that do not depend on the run size (data statistics, the taxonomy), so a change
+  that alters them is caught;
+* values that would expose a wrong result (torch ALS = implicit ALS, a trained adapter moves
+  the score, every recommender beats a seeded random ranking), and that 08 is deterministic.
+
+Also: the committed notebooks are clean, the committed default-size rows show the personalized
+prompt below the global one in perplexity, and every reference solution in
+``notebooks/solutions/`` runs in the smoke size with its checks passing.
+"""
 
 import math
+import re
+import warnings
 
 import nbformat
 import pytest
@@ -10,6 +27,8 @@ import pytest
 from p13n_utils import config, results, run
 
 NOTEBOOKS = run.available_notebooks()
+SOLUTIONS_DIR = config.NOTEBOOKS_DIR / "solutions"
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
 # Rows each notebook must record: (task, level, method, metric).
 RETRIEVERS = ("bm25", "dense", "recency", "random")
@@ -74,6 +93,7 @@ EXPECTED = {
     ],
     "08_recommendation": [
         *_rows("movielens-topk", "global", ["popularity"], ["ndcg@10", "recall@10", "map@10"]),
+        ("movielens-topk", "global", "random", "ndcg@10"),
         *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
         *_rows("movielens-topk", "user", ["als", "bpr", "torch_mf", "content_embed", "hybrid",
                                           "llm_rerank", "llm_rerank_base", "llm_profile",
@@ -82,13 +102,86 @@ EXPECTED = {
 }
 
 
+# --------------------------------------------------------------------------- one run each
+_RUNS: dict[str, dict | BaseException] = {}
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("smoke")
+
+
+def smoke_run(name: str, build_dir) -> dict:
+    """The runner's record of ``name`` executed in the smoke size; executed on first use only
+    (a failure is remembered too, so a broken notebook fails each of its tests without
+    re-running)."""
+    if name not in _RUNS:
+        try:
+            _RUNS[name] = run.execute_notebook(name, "smoke", build_dir=build_dir)
+        except run.NotebookFailed as err:
+            _RUNS[name] = err
+    if isinstance(_RUNS[name], BaseException):
+        pytest.fail(str(_RUNS[name]), pytrace=False)
+    return _RUNS[name]
+
+
+def _row_values(record: dict, task: str, metric: str) -> dict[str, float]:
+    """``{method: value}`` of one task and metric in a runner record."""
+    return {r["method"]: r["value"] for r in record["rows"]
+            if r["task"] == task and r["metric"] == metric}
+
+
+# --------------------------------------------------------------------------- output checks
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def comparable_output(cell) -> str:
+    """What of a cell's outputs must match between two runs: stdout and ``text/plain``
+    results, with what legitimately differs removed (ANSI colour codes, object addresses,
+    trailing spaces, trailing blank lines). stderr (library warnings), images and HTML are not
+    compared."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream" and out["name"] == "stdout":
+            parts.append(out["text"])
+        elif out["output_type"] in ("execute_result", "display_data") and "text/plain" in out["data"]:
+            parts.append(out["data"]["text/plain"] + "\n")
+    text = _ADDRESS.sub(" at 0x…", _ANSI.sub("", "".join(parts)))
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def marked_cells(nb) -> list:
+    """The code cells whose output is compared (their source holds ``# NBVAL_CHECK_OUTPUT``)."""
+    return [c for c in nb.cells if c.cell_type == "code" and CHECK_MARK in c.source]
+
+
+def _committed(name: str):
+    return nbformat.read(config.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+
+
+MARKED = [n for n in NOTEBOOKS if marked_cells(_committed(n))]
+
+
+def test_comparable_output_ignores_what_legitimately_differs():
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\x1b[1mn = 3\x1b[0m  \n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="a warning\n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": "<X at 0x7f3a>"},
+                                           execution_count=1)]
+    assert comparable_output(cell) == "n = 3\n<X at 0x…>"
+    cell.outputs[0]["text"] = "n = 4\n"
+    assert comparable_output(cell) != "n = 3\n<X at 0x…>"
+
+
+# --------------------------------------------------------------------------- committed notebooks
 def test_the_series_starts_with_the_overview():
     assert NOTEBOOKS and NOTEBOOKS[0] == "00_overview"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_is_clean(name):
-    nb = nbformat.read(config.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    nb = _committed(name)
     code = [c for c in nb.cells if c.cell_type == "code"]
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "RUN_SIZE = None" in params[0].source
@@ -98,10 +191,27 @@ def test_committed_notebook_is_clean(name):
     assert nb.cells[0].cell_type == "markdown" and "arxiv.org/abs/2411.00027" in nb.cells[0].source
 
 
+def test_committed_default_rows_personalized_prompt_beats_global():
+    """In the committed default-size rows (figures/results.json), the contextual prompt of 04
+    has a lower PersonaChat perplexity than 02's global prompt on the same held-out users."""
+    import json
+
+    summary = json.loads((config.REPO_ROOT / "figures" / "results.json").read_text())
+    sizes = {n["notebook"]: n.get("size", n.get("profile")) for n in summary["notebooks"]}
+    assert sizes.get("02_global_preference") == sizes.get("04_user_prompting") == "default"
+    rows = {(r["notebook"], r["method"]): r for r in summary["rows"]
+            if r["task"] == "personachat" and r["metric"] == "ppl"}
+    glob = rows[("02_global_preference", "no_persona")]
+    personal = rows[("04_user_prompting", "contextual")]
+    assert personal["n"] == glob["n"], "02 and 04 must score the same users"
+    assert personal["value"] < glob["value"], (personal, glob)
+
+
+# --------------------------------------------------------------------------- smoke runs
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_smoke_size(name, tmp_path):
-    record = run.execute_notebook(name, "smoke", build_dir=tmp_path)
+def test_notebook_runs_in_smoke_size(name, smoke_dir):
+    record = smoke_run(name, smoke_dir)
     assert record["notebook"] == name and record["size"] == "smoke"
     for row in record["rows"]:
         assert results.make_row(**row) == row
@@ -111,3 +221,89 @@ def test_notebook_runs_in_smoke_size(name, tmp_path):
     keys = {(r["task"], r["level"], r["method"], r["metric"]) for r in record["rows"]}
     missing = set(EXPECTED.get(name, ())) - keys
     assert not missing, f"{name} did not record {sorted(missing)}"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", MARKED)
+def test_marked_cells_print_the_committed_outputs(name, smoke_dir):
+    """The cells marked ``# NBVAL_CHECK_OUTPUT`` print, in the smoke run, what the committed
+    notebook (default size) shows."""
+    smoke_run(name, smoke_dir)
+    executed = nbformat.read(smoke_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+    runs = [c for c in executed.cells if c.cell_type == "code"]
+    for cell in marked_cells(_committed(name)):
+        twins = [c for c in runs if c.source == cell.source]
+        assert twins, f"{name}: marked cell not found in the executed copy:\n{cell.source[:200]}"
+        runs.remove(twins[0])
+        got, want = comparable_output(twins[0]), comparable_output(cell)
+        assert got == want, (f"{name}: the cell starting {cell.source.splitlines()[1][:60]!r} "
+                             f"printed\n{got}\n--- but the committed notebook shows\n{want}")
+
+
+@pytest.mark.notebooks
+def test_torch_als_matches_implicit_als(smoke_dir):
+    """08's torch re-implementation of implicit ALS gives the same ranking metrics as implicit."""
+    record = smoke_run("08_recommendation", smoke_dir)
+    for metric in ("ndcg@10", "recall@10"):
+        values = _row_values(record, "movielens-topk", metric)
+        assert abs(values["torch_mf"] - values["als"]) <= 1e-3, (metric, values)
+
+
+@pytest.mark.notebooks
+def test_every_recommender_beats_a_random_ranking(smoke_dir):
+    """Every recommender scored on all test users has a higher ndcg@10 than 08's seeded random
+    ranking. The LLM rows score only ``rec.llm_users`` users (2 in the smoke size), too few for
+    a comparison; they are not checked here."""
+    rows = [r for r in smoke_run("08_recommendation", smoke_dir)["rows"]
+            if r["task"] == "movielens-topk" and r["metric"] == "ndcg@10"]
+    random_row = [r for r in rows if r["method"] == "random"]
+    assert random_row, ("08 records no seeded random ranking (method 'random', level global, "
+                        "task movielens-topk, metric ndcg@10): nothing to compare against")
+    random_row = random_row[0]
+    scored = {r["method"]: r["value"] for r in rows
+              if r["n"] == random_row["n"] and r["method"] != "random"}
+    assert {"popularity", "als", "bpr", "torch_mf", "hybrid"} <= set(scored), scored
+    worse = {m: v for m, v in scored.items() if not v > random_row["value"]}
+    assert not worse, f"not above the random ranking's ndcg@10 = {random_row['value']:.4f}: {worse}"
+
+
+@pytest.mark.notebooks
+def test_a_trained_adapter_moves_the_score(smoke_dir):
+    """06: one LoRA step changes the scored log-probabilities (perplexity differs from the
+    untrained model's on the same replies); 07: a DPO policy differs from its reference."""
+    ppl = _row_values(smoke_run("06_user_finetuning", smoke_dir), "personachat", "ppl")
+    assert not math.isclose(ppl["lora_global"], ppl["no_persona"], rel_tol=1e-6), ppl
+    ppl = _row_values(smoke_run("07_preference_alignment", smoke_dir), "personachat", "ppl")
+    assert not math.isclose(ppl["dpo_global"], ppl["zero_shot"], rel_tol=1e-6), ppl
+
+
+@pytest.mark.notebooks
+@pytest.mark.determinism
+def test_08_gives_the_same_rows_twice(smoke_dir, tmp_path):
+    """Two smoke runs of 08 record identical rows (seeded, single-threaded where it compares)."""
+    first = smoke_run("08_recommendation", smoke_dir)["rows"]
+    second = run.execute_notebook("08_recommendation", "smoke", build_dir=tmp_path)["rows"]
+    assert second == first
+
+
+# --------------------------------------------------------------------------- solutions
+SOLUTIONS = sorted(SOLUTIONS_DIR.glob("*.ipynb")) if SOLUTIONS_DIR.is_dir() else []
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", SOLUTIONS or [None], ids=[p.stem for p in SOLUTIONS] or ["none"])
+def test_solution_runs_and_its_checks_pass(path, tmp_path):
+    """Each reference solution runs in the smoke size (papermill, cwd notebooks/solutions);
+    a wrong answer raises lesson.ExerciseFailed in its check and fails the test."""
+    if path is None:
+        warnings.warn(f"no solution notebooks in {config.display_path(SOLUTIONS_DIR)}: nothing to run")
+        return
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        pm.execute_notebook(str(path), str(tmp_path / path.name), parameters={"RUN_SIZE": "smoke"},
+                            kernel_name="python3", progress_bar=False, cwd=str(SOLUTIONS_DIR))
+    except PapermillExecutionError as err:
+        pytest.fail(f"{path.name} failed in cell {err.cell_index}: {err.ename}: {err.evalue}",
+                    pytrace=False)

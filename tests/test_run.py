@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
@@ -58,12 +59,18 @@ def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
                       progress=False)
     record = json.loads((tmp_path / "build/results/01_ok.json").read_text())
     assert record["size"] == "default" and record["seconds"] > 0
+    assert record["peak_mb"] > 20  # a python kernel with pandas imported
+    assert record["lm_dtype"] in ("bfloat16", "float32") and record["cpu"]
     assert record["rows"] == [dict(task="toy", level="user", method="m", metric="mae", value=0.5,
                                    lower=0.4, upper=0.6, n=3)]
     assert summary["rows"][0]["notebook"] == "01_ok"
     assert summary.pop("out_dir") == str(out.resolve())
     assert json.loads((out / "results.json").read_text()) == summary
-    assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | 01_ok |" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | 01_ok |" in markdown
+    assert "| notebook | size | seconds | peak MB | device | LM dtype | CPU |" in markdown
+    assert (f"| 01_ok | default | {record['seconds']} | {record['peak_mb']} | {record['device']} "
+            f"| {record['lm_dtype']} | {record['cpu']} |") in markdown
     # --inplace: outputs are in the source notebook, without papermill's injected cell
     nb = nbformat.read(notebooks / "01_ok.ipynb", as_version=4)
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
@@ -88,3 +95,28 @@ def test_non_default_sizes_never_write_over_committed_figures(monkeypatch, tmp_p
     assert (build, out) == (tmp_path / "build", tmp_path / "figures")
     monkeypatch.chdir(tmp_path)
     assert run.output_dirs("full", "b", "o") == (tmp_path / "b", tmp_path / "o")
+
+
+def test_peak_memory_sees_a_child_process_allocate():
+    code = "b = bytearray(150 * 2**20); import time; time.sleep(1.0)"
+    with run.PeakMemory(interval=0.05) as memory:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert 150 <= memory.peak_mb < 400
+    with run.PeakMemory(interval=0.05) as idle:
+        time.sleep(0.2)
+    assert idle.peak_mb < 150  # no child: nothing (pytest's own memory is not counted)
+
+
+CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse avx512f avx512_bf16 amx_tile
+processor\t: 1
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse avx512f avx512_bf16 amx_tile
+"""
+
+
+def test_cpu_name_says_whether_bfloat16_is_native():
+    assert run.cpu_name(CPUINFO) == "AMD EPYC 9R14 (AVX512-BF16)"
+    assert run.cpu_name(CPUINFO.replace("avx512_bf16", "avx2")) == "AMD EPYC 9R14 (no native bf16)"
+    assert run.hardware("cpu")["lm_dtype"] in ("bfloat16", "float32")
