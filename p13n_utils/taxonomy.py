@@ -71,9 +71,9 @@ TAXONOMY: tuple[Entry, ...] = (
        "User-level prompting"),
     # techniques: RAG
     _e("technique", "RAG", "sparse retrieval", "BM25 over the user's history", "05_user_rag",
-       "Sparse retrieval (BM25)"),
+       "Under the hood: the BM25 score"),
     _e("technique", "RAG", "dense retrieval", "embedding similarity (MiniLM + faiss)", "05_user_rag",
-       "Dense retrieval (MiniLM + faiss)"),
+       "Under the hood: dense retrieval"),
     _e("technique", "RAG", "retriever selection", "which retriever and how many items", "05_user_rag",
        "Retriever selection per user"),
     # techniques: prompting

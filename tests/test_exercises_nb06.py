@@ -8,14 +8,14 @@ from p13n_utils import adapters, lesson, training
 from p13n_utils.exercises import nb06
 
 
-def test_lora_param_count_matches_what_peft_trains():
+def test_lora_param_count_matches_what_peft_trains(tiny_lm):
     model, _ = tiny_lm()                     # 4 heads, 2 key/value heads: k and v are narrower than q
     for r, modules in ((4, ("q_proj", "k_proj", "v_proj", "o_proj")), (2, ("q_proj", "v_proj", "down_proj"))):
         peft_model = adapters.add_lora(tiny_lm()[0], "x", r=r, alpha=2 * r, target_modules=modules)
         assert nb06.lora_param_count(model.config, r, modules) == adapters.count_parameters(peft_model, "x")
 
 
-def test_check_1_right_wrong_and_not_attempted(capsys):
+def test_check_1_right_wrong_and_not_attempted(tiny_lm, capsys):
     config = tiny_lm()[0].config
     modules = ("q_proj", "k_proj", "v_proj", "o_proj")
     right = adapters.count_parameters(adapters.add_lora(tiny_lm()[0], "x", r=4, target_modules=modules), "x")
@@ -30,14 +30,14 @@ def test_check_1_right_wrong_and_not_attempted(capsys):
         nb06.lora_param_count(config, 4, ("qkv",))
 
 
-def _batch():
+def _batch(tiny_lm, pairs):
     model, tok = tiny_lm()
-    examples = training.encode_pairs(tok, PAIRS[:3])
+    examples = training.encode_pairs(tok, pairs[:3])
     return model, training.collate(examples, tok.pad_token_id)
 
 
-def test_check_2_the_loss_on_target_tokens_only():
-    model, batch = _batch()
+def test_check_2_the_loss_on_target_tokens_only(tiny_lm, tiny_pairs):
+    model, batch = _batch(tiny_lm, tiny_pairs)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        position_ids=batch["position_ids"]).logits
@@ -53,7 +53,7 @@ def test_check_2_the_loss_on_target_tokens_only():
     assert nb06.check_2(None, model, batch) is None
 
 
-def test_check_3_merging_by_hand_and_the_layer_it_gives():
+def test_check_3_merging_by_hand_and_the_layer_it_gives(tiny_lm):
     model = adapters.add_lora(tiny_lm()[0], "u", r=4, alpha=8)
     layer = nb06.lora_layer(model)
     torch.nn.init.normal_(layer.lora_B["u"].weight, std=0.1)       # as if trained (B starts at zero)

@@ -63,7 +63,7 @@ def test_check_3_length_normalised_pref_acc():
         nb07.normalised_pref_acc(LOGPS.drop(columns="chosen_tokens"), USERS)
 
 
-def test_check_4_the_soup_update_is_the_weighted_sum_of_the_updates():
+def test_check_4_the_soup_update_is_the_weighted_sum_of_the_updates(tiny_lm):
     model = tiny_lm()[0]
     for name, seed in (("p0", 0), ("p1", 1)):
         model = adapters.add_lora(model, name, r=4, alpha=8, seed=seed)
