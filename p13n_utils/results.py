@@ -96,6 +96,18 @@ def bootstrap_ci(values: Iterable[float], n_resamples: int = 2000, confidence: f
     return float(statistic(values)), float(lower), float(upper)
 
 
+def ci_row(task: str, level: str, method: str, metric: str, per_item_values, n_resamples: int = 2000,
+           seed: int = 0, transform=None) -> dict:
+    """A validated row with the bootstrap mean and interval of ``per_item_values``, NOT recorded
+    (e.g. another notebook's baseline recomputed on the same users, for a figure).
+    ``transform`` (e.g. ``np.exp`` for a perplexity from NLLs) maps the value and both bounds."""
+    values = np.asarray(list(per_item_values), dtype=float)
+    value, lower, upper = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
+    if transform is not None:
+        value, lower, upper = (float(transform(x)) for x in (value, lower, upper))
+    return make_row(task, level, method, metric, value, lower, upper, n=values.size)
+
+
 def record_ci(task: str, level: str, method: str, metric: str, per_item_values,
               n_resamples: int = 2000, seed: int = 0) -> dict:
     """Bootstrap the mean of ``per_item_values`` and record it with its interval and n."""

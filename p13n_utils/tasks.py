@@ -56,7 +56,7 @@ __all__ = [
     "EvalSets", "eval_sets", "PersonaChatEval", "personachat_eval_set",
     "personachat_prompts", "score_personachat", "per_user_nll",
     "generate_personachat", "context_with_fallback",
-    "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings",
+    "RatingEval", "movielens_rating_eval_set", "rating_prompts", "predict_ratings", "rating_frame", "per_user_loss",
 ]
 
 ContextFn = Callable[[pd.Series], "Sequence[str] | None"]
@@ -359,6 +359,28 @@ def predict_ratings(model, tokenizer, prompt_texts: Sequence[str], batch_size: i
         model, tokenizer, prompt_texts, prompts.RATING_CANDIDATES, batch_size=batch_size).tolist(), cache),
         dtype=float).reshape(len(prompt_texts), len(prompts.RATING_CANDIDATES))
     return probs @ np.arange(1, 6, dtype=float), probs
+
+
+def rating_frame(model, tokenizer, pairs: pd.DataFrame, movies: pd.DataFrame, context_fn: ContextFn | None = None,
+                 batch_size: int = 16) -> pd.DataFrame:
+    """``pairs``' ``user_id``, ``item_id`` and ``rating`` with the LM's expected rating as ``pred``
+    (:func:`rating_prompts` + :func:`predict_ratings`, memoised)."""
+    predicted, _ = predict_ratings(model, tokenizer, rating_prompts(tokenizer, pairs, movies, context_fn),
+                                   batch_size=batch_size)
+    return pairs[["user_id", "item_id", "rating"]].assign(pred=predicted)
+
+
+def per_user_loss(frame: pd.DataFrame, task: str) -> pd.Series:
+    """Per-user loss of one method's per-item results, indexed by user: the NLL per token for
+    ``personachat`` (:func:`per_user_nll` of :func:`score_personachat`'s frame) or the mean absolute
+    error for ``movielens-rating`` (a :func:`rating_frame`)."""
+    if task == "personachat":
+        return per_user_nll(frame)
+    if task == "movielens-rating":
+        from .metrics import rating_errors
+
+        return rating_errors(frame, frame["pred"]).set_index("user")["mae"]
+    raise ValueError(f"unknown task {task!r}: personachat or movielens-rating")
 
 
 @dataclass

@@ -42,7 +42,7 @@ from .prompts import movie_descriptions
 from .retrieval import select_per_user  # re-exported: the selection step of prompt refinement
 
 __all__ = [
-    "evaluated_users", "pc_items", "ml_items", "restrict_to_items", "pc_facts", "pc_replies", "derangement",
+    "evaluated_users", "pc_items", "ml_items", "ranked_context", "restrict_to_items", "pc_facts", "pc_replies", "derangement",
     "ml_history_lines", "ml_summary_lines",
     "clean_summary", "profile_summaries", "select_per_user", "compose_choice", "with_fallback",
     "pc_corpus", "ml_corpus",
@@ -105,6 +105,15 @@ def ml_items(rv, users: Sequence, ratings_per_user: int | None = 1) -> tuple[pd.
         return mine.reset_index(drop=True)
 
     return pick(rv.val), pick(rv.test)
+
+
+def ranked_context(items: pd.DataFrame, keys: Sequence[str], ranked_lines: Sequence[Sequence[str]], k: int):
+    """A ``context_fn(row)`` that serves, for each row of ``items`` (identified by ``keys``), the
+    first ``k`` of its ranked lines (``ranked_lines[i]`` belongs to ``items``' i-th row): the
+    top-k retrieved items of a retriever as the prompt's context."""
+    keys = list(keys)
+    lookup = {tuple(key): list(lines)[:k] for key, lines in zip(items[keys].to_numpy().tolist(), ranked_lines)}
+    return lambda row: lookup[tuple(row[keys].tolist())]
 
 
 def restrict_to_items(frame: pd.DataFrame, items: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -88,3 +88,15 @@ def test_fmt_ci_and_paired_table():
     assert d["mean"] == pytest.approx(((1 - 4) + 0 + (3 - 2)) / 3) and d["share_a_lower"] == pytest.approx(1 / 3)
     table = results.paired_table({"a - b": d}, digits=2)
     assert table.loc["a - b", "n"] == 3 and table.loc["a - b", "difference [95% CI]"].startswith(f"{d['mean']:.2f} [")
+
+
+def test_ci_row_is_validated_not_recorded_and_transforms_all_three():
+    results.clear()
+    nll = [1.0, 2.0, 3.0, 4.0]
+    row = results.ci_row("t", "global", "m", "ppl", nll, n_resamples=200, transform=np.exp)
+    mean, lower, upper = results.bootstrap_ci(nll, n_resamples=200)
+    assert row["value"] == pytest.approx(np.exp(mean)) and row["n"] == 4
+    assert (row["lower"], row["upper"]) == pytest.approx((np.exp(lower), np.exp(upper)))
+    assert results.rows() == []  # not recorded
+    with pytest.raises(ValueError, match="level"):
+        results.ci_row("t", "nowhere", "m", "ppl", nll)

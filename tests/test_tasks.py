@@ -212,3 +212,13 @@ def test_fingerprint_changes_with_the_weights():
     with torch.no_grad():
         model.weight[0, 0] += 0.5
     assert cache.fingerprint(model) != before
+
+
+def test_per_user_loss_is_nll_for_dialogue_and_mae_for_ratings():
+    scores = pd.DataFrame({"user_id": [1, 1, 2], "logprob_sum": [-2.0, -4.0, -3.0], "n_tokens": [2, 4, 1]})
+    assert tasks.per_user_loss(scores, "personachat").to_dict() == {1: 1.0, 2: 3.0}
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [5, 6, 5], "rating": [4.0, 2.0, 3.0],
+                          "pred": [3.0, 3.0, 3.5]})
+    assert tasks.per_user_loss(frame, "movielens-rating").to_dict() == {1: 1.0, 2: 0.5}
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.per_user_loss(frame, "lamp")

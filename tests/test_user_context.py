@@ -255,3 +255,10 @@ def test_ml_corpus_matches_genres_but_shows_short_lines(rating):
     assert all(line.rsplit(":", 1)[0] in doc or doc.startswith(line.rsplit(" (", 1)[0])
                for doc, line in zip(documents, lines))
     assert any(";" in doc for doc in documents) and not any(";" in line for line in lines)
+
+
+def test_ranked_context_serves_each_items_top_k_lines():
+    items = pd.DataFrame({"user_id": [1, 2], "item_id": [10, 20]})
+    fn = uc.ranked_context(items, ["user_id", "item_id"], [["a", "b", "c"], ["x", "y"]], k=2)
+    assert fn(items.iloc[0]) == ["a", "b"] and fn(items.iloc[1]) == ["x", "y"]
+    assert uc.ranked_context(items, ["user_id", "item_id"], [["a"], ["x"]], k=0)(items.iloc[0]) == []
