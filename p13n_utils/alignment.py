@@ -11,19 +11,23 @@ prefers to y-. Notebook 07 builds on these minimal, readable pieces:
 - **Reward model** (Bradley–Terry): ``P(y+ > y- | x) = sigmoid(r(x, y+) - r(x, y-))`` with a
   small head ``r`` on frozen sentence embeddings (:func:`bt_features`, :class:`RewardHead`,
   :func:`train_reward_model`). A linear head is logistic regression on feature differences.
-  ``pref_acc`` is the share of held-out pairs with a positive margin (:func:`reward_margins`,
-  :func:`per_user_accuracy`).
+  What the features see sets the level: :func:`preference_features` builds them from an
+  embedding lookup (the response, its context, the user), :func:`fit_level_margins` fits a
+  global, per-persona or user-conditioned head. ``pref_acc`` is the share of held-out pairs with
+  a positive margin (:func:`reward_margins`, :func:`per_user_accuracy`).
 - **DPO** (Rafailov et al. 2023): the policy's implicit reward is
   ``beta * (log pi(y|x) - log pi_ref(y|x))`` and the loss is Bradley–Terry on it
   (:func:`dpo_loss`, checked equal to trl's ``DPOTrainer`` loss in the tests).
   :func:`train_dpo_lora` trains a LoRA policy whose reference is the same model with its
   adapters disabled (no second copy of the weights); :func:`train_or_load_dpo_lora` saves it
-  atomically and reloads it on a rerun. :func:`implicit_reward_margin` gives ``pref_acc`` on
-  held-out pairs; :func:`preference_logps` (memoised on disk) + :func:`dpo_margins` do the same
-  with the reference scored once for several policies.
+  atomically and reloads it on a rerun (:class:`DPOAdapters`: several adapters of one model).
+  :func:`implicit_reward_margin` gives ``pref_acc`` on held-out pairs; :func:`preference_logps`
+  (memoised on disk) + :func:`dpo_margins` do the same with the reference scored once for
+  several policies.
 - **Merging** (Personalized Soups, Jang et al. 2023): :func:`p13n_utils.adapters.merge_adapters`
   mixes preference adapters (e.g. one per persona) with per-user weights (:func:`soup_weights`:
-  from a user's similarity to each persona, sharpened by a temperature), without retraining.
+  from a user's similarity to each persona, sharpened by a temperature), without retraining;
+  :func:`soup_sweep` scores held-out pairs at several temperatures.
 
 DPO runs on the shared training engine (:mod:`p13n_utils.training`: a
 :class:`~p13n_utils.training.TrainConfig` in, a :class:`~p13n_utils.training.TrainResult` with the
@@ -53,9 +57,10 @@ from .training import (TrainConfig, TrainResult, check_history, collate, encode_
 
 __all__ = [
     "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
-    "bt_features", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
+    "bt_features", "preference_features", "fit_level_margins", "RewardHead", "bradley_terry_loss", "train_reward_model", "reward_margins",
     "per_user_accuracy", "dpo_loss", "encode_preferences", "preference_logps", "train_dpo_lora",
-    "implicit_reward_margin", "dpo_margins", "record_policy", "train_or_load_dpo_lora", "soup_weights", "soup_logps",
+    "implicit_reward_margin", "dpo_margins", "record_policy", "train_or_load_dpo_lora", "DPOAdapters", "soup_weights", "soup_logps",
+    "soup_sweep",
 ]
 
 
@@ -221,6 +226,41 @@ def bt_features(response_emb, prompt_emb=None) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+def preference_features(pairs: pd.DataFrame, vectors, sides: Sequence[str] = ("chosen", "rejected"),
+                        context: str | None = None, user_vectors=None) -> tuple[np.ndarray, np.ndarray]:
+    """The :func:`bt_features` of both responses of each preference pair, from an embedding lookup.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        One row per pair: the two responses in the columns ``sides``, and ``user_id`` when
+        ``user_vectors`` is given.
+    vectors : mapping
+        ``response -> embedding`` (a text or an item id -> array (d,)); also looks up the
+        ``context`` column.
+    sides : (str, str), default ``("chosen", "rejected")``
+        The columns of the chosen and the rejected response, e.g. ``("chosen_item", "rejected_item")``.
+    context : str, optional
+        A column whose embedding conditions the reward (e.g. ``"partner"``, the message replied to):
+        adds a block ``context * response``.
+    user_vectors : mapping, optional
+        ``user_id -> embedding`` (the user's profile or taste): adds a block ``user * response``,
+        which makes the reward personal.
+
+    Returns
+    -------
+    chosen, rejected : ndarray (n, d * (1 + number of conditions)), float32
+        ``[response]``, ``[response, context * response]``, ``[response, user * response]`` or
+        ``[response, context * response, user * response]``.
+    """
+    conditions = []
+    if context is not None:
+        conditions.append(np.stack([vectors[key] for key in pairs[context]]))
+    if user_vectors is not None:
+        conditions.append(np.stack([user_vectors[user] for user in pairs["user_id"]]))
+    return tuple(bt_features(np.stack([vectors[key] for key in pairs[side]]), conditions or None) for side in sides)
+
+
 class RewardHead(torch.nn.Module):
     """A scalar reward ``r(features)``: linear (``hidden=0``) or one hidden layer.
 
@@ -364,6 +404,53 @@ def fit_reward_margins(train_chosen, train_rejected, eval_chosen, eval_rejected,
         margins[eval_mask] = reward_margins(head.model, eval_c[eval_mask], eval_r[eval_mask])
         heads.append(head)
     return margins, heads
+
+
+def fit_level_margins(pairs: dict, features, level: str, l2: float, split: str = "test", groups=None,
+                      steps: int = 200, seed: int = 0, min_pairs: int = 20):
+    """Reward-model margins at one level of personalization: heads fitted on ``pairs["train"]``,
+    margins of the pairs of ``split``.
+
+    * ``"global"``: one head on features that do not see the user;
+    * ``"persona"``: the same features, one head per group of users (e.g. persona) with at least
+      ``min_pairs`` training pairs, the global head for the others (:func:`fit_reward_margins`);
+    * ``"user"``: one head on features that see the user (e.g. :func:`preference_features` with
+      ``user_vectors``).
+
+    Parameters
+    ----------
+    pairs : dict
+        ``split -> DataFrame`` of preference pairs with a ``user_id`` column; holds ``"train"``
+        and ``split``.
+    features : callable
+        ``features(pairs_frame, kind) -> (chosen, rejected)`` feature arrays, ``kind`` being
+        ``"global"`` or ``"user"``.
+    level : {"global", "persona", "user"}
+    l2 : float
+        The heads' L2 penalty (:func:`train_reward_model`).
+    split : str, default "test"
+        The pairs scored (e.g. ``"val"`` to choose ``l2``).
+    groups : mapping or Series, optional
+        ``user_id -> group``; required for ``level="persona"`` (users it does not map: the global head).
+    steps, seed, min_pairs
+        As for :func:`fit_reward_margins`.
+
+    Returns
+    -------
+    margins : ndarray (len(pairs[split]),)
+    heads : list of TrainResult
+        The shared head first, then one per group trained.
+    """
+    if level not in ("global", "persona", "user"):
+        raise ValueError(f"level must be 'global', 'persona' or 'user', got {level!r}")
+    if level == "persona" and groups is None:
+        raise ValueError("level 'persona' needs groups (user_id -> persona)")
+    kind = "user" if level == "user" else "global"
+    by_split = {s: pairs[s]["user_id"].map(groups).to_numpy() if level == "persona" else None
+                for s in ("train", split)}
+    return fit_reward_margins(*features(pairs["train"], kind), *features(pairs[split], kind), l2, steps=steps,
+                              seed=seed, train_groups=by_split["train"], eval_groups=by_split[split],
+                              min_pairs=min_pairs)
 
 
 # =========================================================================== DPO
@@ -642,6 +729,47 @@ def train_or_load_dpo_lora(model, tokenizer, pairs, directory, train: TrainConfi
     return result
 
 
+class DPOAdapters:
+    """Several DPO adapters of one model, each trained (or loaded) by :func:`train_or_load_dpo_lora`.
+
+    The first adapter wraps a plain transformers model into a peft model; the later ones are added
+    beside it. :attr:`model` is always the current (possibly re-wrapped) model: use it, not the
+    model passed in, once an adapter has been trained.
+
+    Parameters
+    ----------
+    model, tokenizer
+        As for :func:`train_dpo_lora` (a private copy of the model: it is wrapped in place).
+    directory : path
+        The adapters' folder: adapter ``name`` lives in ``directory / name``.
+    train : TrainConfig
+        The settings every adapter shares (``steps`` and ``min_pairs`` are set per adapter).
+    **dpo
+        The other arguments of :func:`train_dpo_lora` shared by every adapter (``beta, r, ...``).
+
+    Attributes
+    ----------
+    model
+    logs : dict
+        ``name -> TrainResult`` of every adapter trained or loaded, in order (``loaded`` says which).
+    """
+
+    def __init__(self, model, tokenizer, directory, train: TrainConfig, **dpo):
+        self.model, self.tokenizer, self.directory = model, tokenizer, Path(directory)
+        self.train_config, self.dpo = train, dpo
+        self.logs: dict[str, TrainResult] = {}
+
+    def train(self, name: str, pairs: pd.DataFrame, steps: int, min_pairs: int = 1, user=None) -> TrainResult:
+        """Train (or load) adapter ``name`` on ``pairs`` (``prompt, chosen, rejected``) for ``steps``
+        steps; fewer than ``min_pairs`` pairs raise :class:`p13n_utils.training.NotEnoughHistoryError`
+        (``user`` is named in it). Returns its log; :attr:`model` has the adapter active."""
+        log = train_or_load_dpo_lora(self.model, self.tokenizer, pairs[["prompt", "chosen", "rejected"]],
+                                     self.directory / name, self.train_config.replace(steps=steps, min_pairs=min_pairs),
+                                     name, **self.dpo, user=user)
+        self.model, self.logs[name] = log.model, log
+        return log
+
+
 # =========================================================================== merging (Personalized Soups)
 def soup_weights(similarities, temperature: float) -> np.ndarray:
     """Per-user mixing weights over adapters: ``softmax(similarities / temperature)`` per row.
@@ -695,3 +823,34 @@ def soup_logps(model, tokenizer, pairs, adapter_names: Sequence[str], weights, n
         merge_adapters(model, adapter_names, weights[i], name)
         parts.append(preference_logps(model, tokenizer, pairs.iloc[[i]], batch_size, cache=cache))
     return pd.concat(parts, ignore_index=True)
+
+
+def soup_sweep(model, tokenizer, pairs, adapter_names: Sequence[str], similarities, temperatures, score,
+               batch_size: int = 8, cache: bool = False) -> dict:
+    """Score the pairs under per-pair soups at several merge temperatures.
+
+    For each temperature, pair ``i`` is scored (:func:`soup_logps`) under the merge of
+    ``adapter_names`` with weights :func:`soup_weights` ``(similarities[i], temperature)``, and
+    ``score`` turns those log-probabilities into the evaluation (e.g. per-user ``pref_acc``).
+
+    Parameters
+    ----------
+    model, tokenizer, pairs
+        As for :func:`soup_logps`.
+    adapter_names : sequence of str
+    similarities : array (n_pairs, len(adapter_names))
+        Each pair's user's similarity to each adapter (e.g. to its persona's centroid).
+    temperatures : iterable of float >= 0
+        0: the most similar adapter only; ``inf``: the uniform average.
+    score : callable
+        ``score(logps) -> evaluation``, ``logps`` a :func:`preference_logps` frame of ``pairs``.
+    batch_size, cache
+        As for :func:`preference_logps`.
+
+    Returns
+    -------
+    dict
+        ``temperature -> score(logps)``, in the order of ``temperatures``.
+    """
+    return {tau: score(soup_logps(model, tokenizer, pairs, adapter_names, soup_weights(similarities, tau),
+                                  batch_size=batch_size, cache=cache)) for tau in temperatures}

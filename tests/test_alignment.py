@@ -351,3 +351,115 @@ def test_record_policy_records_each_metric_once_with_its_interval():
     assert set(alignment.record_policy("personachat", "global", "zero_shot", acc, nll, n_resamples=50)) == {
         "method", "level", "pref_acc", "ppl"}
     results.clear()
+
+
+# --------------------------------------------------------------------------- notebook 07's level helpers
+def _user_preferences(n_users=8, pairs_per_user=60, d=6, seed=0):
+    """Pairs of responses (ids into a lookup) where each user rewards ``(u * w) . y``: users disagree."""
+    rng = np.random.default_rng(seed)
+    w = np.linspace(-1, 1, d) + 0.3
+    users = {f"u{k}": rng.normal(size=d) for k in range(n_users)}
+    rows, lookup = [], {}
+    for user, u in users.items():
+        for j in range(pairs_per_user):
+            a, b = f"{user}-{j}-a", f"{user}-{j}-b"
+            lookup[a], lookup[b] = rng.normal(size=d), rng.normal(size=d)
+            first_wins = ((u * w) * (lookup[a] - lookup[b])).sum() + rng.normal(scale=0.3) > 0
+            rows.append({"user_id": user, "chosen": a if first_wins else b, "rejected": b if first_wins else a})
+    return pd.DataFrame(rows), lookup, users
+
+
+def test_preference_features_stack_response_context_and_user_blocks():
+    rng = np.random.default_rng(0)
+    vectors = {key: rng.normal(size=4) for key in ("x", "y", "z", "hi", "yo")}
+    users = {1: rng.normal(size=4), 2: rng.normal(size=4)}
+    pairs = pd.DataFrame({"user_id": [1, 2], "chosen": ["x", "y"], "rejected": ["z", "x"], "partner": ["hi", "yo"],
+                          "chosen_item": ["y", "z"], "rejected_item": ["x", "x"]})
+    response = lambda side: np.stack([vectors[k] for k in pairs[side]])  # noqa: E731
+    partner = np.stack([vectors[k] for k in pairs["partner"]])
+    user = np.stack([users[u] for u in pairs["user_id"]])
+    chosen, rejected = alignment.preference_features(pairs, vectors, context="partner", user_vectors=users)
+    np.testing.assert_allclose(chosen, np.hstack([response("chosen"), partner * response("chosen"),
+                                                  user * response("chosen")]), rtol=1e-6)
+    np.testing.assert_allclose(rejected, np.hstack([response("rejected"), partner * response("rejected"),
+                                                    user * response("rejected")]), rtol=1e-6)
+    chosen, rejected = alignment.preference_features(pairs, vectors, sides=("chosen_item", "rejected_item"))
+    np.testing.assert_allclose(chosen, response("chosen_item"), rtol=1e-6)
+    assert rejected.shape == (2, 4) and rejected.dtype == np.float32
+    chosen, _ = alignment.preference_features(pairs, vectors, user_vectors=users)
+    np.testing.assert_allclose(chosen, np.hstack([response("chosen"), user * response("chosen")]), rtol=1e-6)
+
+
+def test_fit_level_margins_personalizes_only_where_the_level_says():
+    frame, lookup, users = _user_preferences()
+    pick = lambda part: frame[frame.index % 3 == part].reset_index(drop=True)  # noqa: E731
+    pairs = {"train": pd.concat([pick(0), pick(1)], ignore_index=True), "test": pick(2)}
+    features = lambda p, kind: alignment.preference_features(  # noqa: E731
+        p, lookup, user_vectors=users if kind == "user" else None)
+    accuracy = {}
+    for level in ("global", "user"):
+        margins, heads = alignment.fit_level_margins(pairs, features, level, l2=1e-2)
+        assert margins.shape == (len(pairs["test"]),) and len(heads) == 1
+        accuracy[level] = alignment.per_user_accuracy(margins, pairs["test"]["user_id"]).mean()
+    assert accuracy["user"] > 0.85 and accuracy["user"] > accuracy["global"] + 0.2   # users disagree
+    # the global level is fit_reward_margins on the features that do not see the user
+    by_hand, _ = alignment.fit_reward_margins(*features(pairs["train"], "global"), *features(pairs["test"], "global"),
+                                              l2=1e-2)
+    np.testing.assert_allclose(alignment.fit_level_margins(pairs, features, "global", l2=1e-2)[0], by_hand)
+    # persona: one head per group with enough training pairs; users u6, u7 (no group) keep the shared head
+    persona = pd.Series({f"u{k}": k for k in range(6)})
+    margins, heads = alignment.fit_level_margins(pairs, features, "persona", l2=1e-2, groups=persona, min_pairs=20)
+    assert len(heads) == 7 and [h.n_examples for h in heads[1:]] == [40] * 6
+    ungrouped = pairs["test"]["user_id"].isin(["u6", "u7"]).to_numpy()
+    np.testing.assert_allclose(margins[ungrouped], by_hand[ungrouped])
+    # a head per user-as-persona learns that user's preference: far better than the global head
+    assert alignment.per_user_accuracy(margins[~ungrouped], pairs["test"]["user_id"][~ungrouped]).mean() > 0.85
+    assert alignment.fit_level_margins(pairs, features, "global", l2=1e-2, split="train")[0].shape == (
+        len(pairs["train"]),)
+    with pytest.raises(ValueError, match="groups"):
+        alignment.fit_level_margins(pairs, features, "persona", l2=1e-2)
+    with pytest.raises(ValueError, match="level"):
+        alignment.fit_level_margins(pairs, features, "users", l2=1e-2)
+
+
+def test_dpo_adapters_rewrap_the_model_once_keep_every_log_and_reload(tmp_path, tiny_lm, logits_of):
+    model, tok = tiny_lm()
+    train = TrainConfig(lr=3e-2, batch_size=3)
+    dpo = alignment.DPOAdapters(model, tok, tmp_path / "adapters", train, beta=0.5, r=4)
+    first = dpo.train("first", PREFS.assign(extra=1), steps=2)       # other columns are ignored
+    wrapped = dpo.model
+    assert wrapped is not model and adapters.is_peft(wrapped) and first.model is wrapped and first.steps == 2
+    second = dpo.train("second", PREFS.iloc[::-1], steps=3)
+    assert dpo.model is wrapped and second.steps == 3                # added beside the first
+    assert list(dpo.logs) == ["first", "second"] and dpo.logs["second"] is second and not first.loaded
+    assert sorted(wrapped.peft_config) == ["first", "second"] and wrapped.active_adapter == "second"
+    assert (tmp_path / "adapters" / "first" / "adapter_model.safetensors").is_file()
+    with pytest.raises(training.NotEnoughHistoryError, match="persona 3"):
+        dpo.train("third", PREFS, steps=1, min_pairs=4, user="persona 3")
+    expected = logits_of(wrapped, tok)
+    again = alignment.DPOAdapters(tiny_lm()[0], tok, tmp_path / "adapters", train, beta=0.5, r=4)
+    assert again.train("first", PREFS, steps=2).loaded               # same triples: loaded
+    log = again.train("second", PREFS.iloc[::-1], steps=3)
+    assert log.loaded and log.losses == second.losses
+    torch.testing.assert_close(logits_of(again.model, tok), expected)
+
+
+def test_soup_sweep_goes_from_the_nearest_adapter_to_the_uniform_merge(tiny_lm):
+    model, tok = tiny_lm()
+    train = TrainConfig(lr=3e-2, steps=3, batch_size=3)
+    model = alignment.train_dpo_lora(model, tok, PREFS, train, adapter_name="p0", r=4).model
+    model = alignment.train_dpo_lora(model, tok, PREFS.iloc[::-1], train.replace(seed=1), adapter_name="p1", r=4).model
+    sims = np.array([[0.9, 0.1], [0.2, 0.7], [0.6, 0.5]])
+    sweep = alignment.soup_sweep(model, tok, PREFS, ["p0", "p1"], sims, [np.inf, 0.0, 0.1],
+                                 score=lambda lp: lp["chosen_logp"].to_numpy())
+    assert list(sweep) == [np.inf, 0.0, 0.1]
+    own = []                                         # temperature 0: each pair under its most similar adapter alone
+    for i, name in enumerate(["p0", "p1", "p0"]):
+        with adapters.use_adapter(model, name):
+            own.append(alignment.preference_logps(model, tok, PREFS.iloc[[i]])["chosen_logp"][0])
+    np.testing.assert_allclose(sweep[0.0], own, atol=1e-5)
+    adapters.merge_adapters(model, ["p0", "p1"], [0.5, 0.5], "uniform")
+    with adapters.use_adapter(model, "uniform"):
+        uniform = alignment.preference_logps(model, tok, PREFS)["chosen_logp"].to_numpy()
+    np.testing.assert_allclose(sweep[np.inf], uniform, atol=1e-5)
+    assert not np.allclose(sweep[0.1], sweep[np.inf]) and not np.allclose(sweep[0.0], uniform)
