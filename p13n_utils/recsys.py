@@ -52,7 +52,7 @@ from . import metrics, prompts
 __all__ = [
     "Interactions", "TopKSplit", "make_split", "make_protocol", "subsample", "binarize", "top_k",
     "Recommender", "RandomRecommender", "PopularityRecommender", "SegmentPopularityRecommender", "ImplicitALS",
-    "ImplicitBPR", "ContentRecommender", "HybridRecommender", "evaluate", "tune",
+    "ImplicitBPR", "ContentRecommender", "HybridRecommender", "evaluate", "evaluate_and_record", "tune",
     "cold_user_rows", "cold_item_cols", "cold_item_recall", "implicit_uses_gpu",
     "visible_tags", "item_texts", "liked_titles",
 ]
@@ -621,6 +621,26 @@ def evaluate(model: Recommender, split: TopKSplit, k: int = 10,
     per_user.insert(1, "user_id", split.train.user_ids[users])
     per_user.insert(3, "n_train", np.diff(split.train.matrix.indptr)[users])
     return per_user, recommendations
+
+
+def evaluate_and_record(task: str, level: str, method: str, model: Recommender | None, split: TopKSplit,
+                        k: int = 10, users: Sequence[int] | None = None,
+                        recommendations: np.ndarray | None = None, n_resamples: int = 2000,
+                        seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """:func:`evaluate`, then record ``ndcg@k``, ``recall@k`` and ``map@k`` with bootstrap intervals
+    over users (:func:`p13n_utils.results.record_ci`) and, over the whole user population
+    (``users=None``), the catalog coverage. Returns ``(per_user, recommendations, summary line)``."""
+    from . import results
+
+    table, recs = evaluate(model, split, k=k, users=users, recommendations=recommendations)
+    rows = {m: results.record_ci(task, level, method, m, table[m], n_resamples=n_resamples, seed=seed)
+            for m in (f"ndcg@{k}", f"recall@{k}", f"map@{k}")}
+    line = " · ".join(f"{m} {results.fmt_ci(r['value'], r['lower'], r['upper'], 4)}" for m, r in rows.items())
+    if users is None:  # coverage only means something over the whole user population
+        coverage = metrics.catalog_coverage(recs, split.train.n_items)
+        results.record(task, level, method, "coverage", coverage, n=len(table))
+        line += f" · coverage {coverage:.3f}"
+    return table, recs, line
 
 
 def tune(make_model: Callable[..., Recommender], grid: Mapping[str, Sequence],

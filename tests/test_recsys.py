@@ -279,6 +279,28 @@ def test_evaluate_and_slices(protocol):
         recsys.evaluate(None, test, recommendations=recs[:3])
 
 
+def test_evaluate_and_record_records_what_evaluate_measures(protocol):
+    from p13n_utils import results
+
+    _, test = protocol
+    model = recsys.PopularityRecommender().fit(test.train.matrix)
+    results.clear()
+    table, recs, line = recsys.evaluate_and_record("movielens-topk", "global", "popularity", model, test, k=5,
+                                                   n_resamples=100)
+    expected, _ = recsys.evaluate(model, test, k=5)
+    pd.testing.assert_frame_equal(table, expected)
+    recorded = {r["metric"]: r for r in results.rows()}
+    assert set(recorded) == {"ndcg@5", "recall@5", "map@5", "coverage"}
+    assert recorded["ndcg@5"]["value"] == pytest.approx(table["ndcg@5"].mean())
+    assert recorded["coverage"]["value"] == pytest.approx(metrics.catalog_coverage(recs, test.train.n_items))
+    assert "ndcg@5" in line and "coverage" in line
+    results.clear()
+    recsys.evaluate_and_record("movielens-topk", "global", "popularity", model, test, k=5,
+                               users=test.users[:3], n_resamples=100)
+    assert "coverage" not in {r["metric"] for r in results.rows()}  # only over the whole population
+    results.clear()
+
+
 def test_tune_picks_the_best_on_validation(protocol):
     validation, _ = protocol
     segments = np.arange(validation.train.n_users) % 4  # the planted groups
