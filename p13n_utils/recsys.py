@@ -608,7 +608,8 @@ def evaluate(model: Recommender, split: TopKSplit, k: int = 10,
     Returns
     -------
     (per_user, recommendations): a DataFrame (``user`` row, ``user_id``, ``n_relevant``,
-    ``n_train``, ``ndcg@k``, ``recall@k``, ``map@k``) and the (len(users), k) item columns.
+    ``n_train``, ``ndcg@k``, ``recall@k``, ``map@k``, ``precision@k``, ``map_all@k``; see
+    :mod:`p13n_utils.metrics` for the two MAP denominators) and the (len(users), k) item columns.
     """
     users = split.users if users is None else np.asarray(users, dtype=np.int64)
     if recommendations is None:
