@@ -102,12 +102,16 @@ def time_decay(ratings: pd.DataFrame, interactions: Interactions, half_life_days
                time_col: str = "timestamp") -> sp.csr_matrix:
     """Weights ``2^(−age / half_life)`` aligned with ``interactions.matrix``, for :class:`SAR`.
 
-    ``age`` is the time in days between a rating and the latest rating of ``ratings`` (in the
-    seconds of MovieLens' ``timestamp``): the newest rating weighs 1, one half-life older ½.
+    ``age`` is the time in days (MovieLens' ``timestamp`` is in seconds) between a rating and the
+    **same user's** latest rating: each user's newest rating weighs 1, one half-life older ½.
+    SAR measures age from the latest rating of the whole data set; that multiplies each user's
+    weights by one constant, which changes no ranking, but on a data set spanning decades it
+    underflows to 0 for early users (2^−250 in float32), so the age is taken per user here.
     """
     ratings = ratings.drop_duplicates(["user_id", "item_id"], keep="last")
-    age = (ratings[time_col].max() - ratings[time_col].to_numpy(dtype=np.float64)) / 86400.0
-    weights = np.power(2.0, -age / float(half_life_days))
+    times = ratings[time_col].to_numpy(dtype=np.float64)
+    latest = ratings.groupby("user_id")[time_col].transform("max").to_numpy(dtype=np.float64)
+    weights = np.power(2.0, -(latest - times) / 86400.0 / float(half_life_days))
     rows = interactions.user_rows(ratings["user_id"].to_numpy())
     cols = interactions.item_cols(ratings["item_id"].to_numpy())
     return sp.csr_matrix((weights, (rows, cols)), shape=interactions.matrix.shape)

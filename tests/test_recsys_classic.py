@@ -62,6 +62,7 @@ def test_sar_jaccard_and_decay_by_hand():
     inter = recsys.Interactions.from_ratings(ratings)
     w = rc.time_decay(ratings, inter, half_life_days=30).toarray()
     assert w[0, 0] == pytest.approx(0.5) and w[0, 1] == pytest.approx(1.0)  # one half-life older: 1/2
+    assert w[1, 0] == pytest.approx(1.0)  # age counts from the same user's latest rating
     decayed = rc.SAR(decay=sp.csr_matrix(w)).fit(inter.matrix)
     assert decayed.A_.toarray()[0, 0] == pytest.approx(2.5)
 
