@@ -3,7 +3,7 @@
 One module per concern: config (paths, run sizes, device, seeds), data (manifest, checksummed
 cache, loaders), splits, profiles (the four kinds of user data), synthetic (test data), models,
 generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
-personas, finetune, alignment, recsys, torch_als and recsys_llm, metrics, plotting, results (the results
+personas, finetune, alignment, recsys, recsys_classic, torch_als and recsys_llm, metrics, plotting, results (the results
 contract), run (the papermill runner), taxonomy.
 """
 

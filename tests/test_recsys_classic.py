@@ -24,8 +24,8 @@ def test_ease_matches_its_closed_form_by_hand():
     # B_ij = -P_ij / P_jj off the diagonal, 0 on it
     B = np.array([[0 if i == j else -P[i, j] / P[j, j] for j in range(3)] for i in range(3)])
     model = rc.EASE(reg=lam).fit(X)
-    np.testing.assert_allclose(model.B_, B, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.score([0, 1]), X.toarray()[:2] @ B, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.B_, B, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.score([0, 1]), X.toarray()[:2] @ B, rtol=1e-4, atol=1e-5)
     # B solves the constrained ridge regression: the gradient (G B - X'X) is zero off the diagonal
     residual = G @ B - X.T.toarray() @ X.toarray()
     assert np.abs(residual - np.diag(np.diag(residual))).max() < 1e-5
