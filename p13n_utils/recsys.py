@@ -539,11 +539,19 @@ class ImplicitALS(_ImplicitMF):
         observed interaction is ``alpha`` (unobserved: 1).
     seed : int
     use_gpu : bool, optional. Default: the GPU when :func:`implicit_uses_gpu`.
+
+    Notes
+    -----
+    The defaults are the best of a validation grid on MovieLens latest-small under the published
+    protocol (``make_protocol(ratings, test_frac=0.25, min_rating=0, split="stratified")``, its
+    validation split; ``iterations=15``, seed 0): factors {16, 32, 64, 128} × regularization
+    {0.05, 1} × alpha {1, 5, 10}. NDCG@10 0.197 there (the previous defaults, factors 64,
+    regularization 0.05, alpha 10, gave 0.177). ``tune`` stays the way to adapt them to other data.
     """
 
     name = "als"
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
+    def __init__(self, factors: int = 64, regularization: float = 1.0, alpha: float = 1.0,
                  iterations: int = 15, seed: int = 0, use_gpu: bool | None = None):
         super().__init__(use_gpu, factors=factors, regularization=regularization, alpha=alpha,
                          iterations=iterations, random_state=seed)
@@ -559,11 +567,20 @@ class ImplicitBPR(_ImplicitMF):
         threads without locks (Hogwild), so with more than one thread two fits with the same
         seed differ; one thread makes a fit reproducible (0: every core, faster, not
         reproducible). On a GPU the fit is not bit-reproducible either.
+
+    Notes
+    -----
+    ``implicit`` draws a negative item from the interaction list, i.e. in proportion to its
+    popularity; :class:`p13n_utils.recsys_classic.TorchBPR` draws it uniformly (as cornac does).
+    The defaults are the best of a validation grid on MovieLens latest-small under the published
+    protocol (see :class:`ImplicitALS`; ``iterations=100``, one thread, seed 0): factors {32, 64,
+    128} × learning_rate {0.01, 0.05, 0.1}, and learning_rate {0.0025, 0.005} at 64 factors,
+    regularization 0.01. NDCG@10 0.156 there (the previous default learning rate 0.05 gave 0.091).
     """
 
     name = "bpr"
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
+    def __init__(self, factors: int = 64, learning_rate: float = 0.005, regularization: float = 0.01,
                  iterations: int = 100, seed: int = 0, use_gpu: bool | None = None, num_threads: int = 1):
         super().__init__(use_gpu, factors=factors, learning_rate=learning_rate,
                          regularization=regularization, iterations=iterations, random_state=seed)

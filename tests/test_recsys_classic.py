@@ -50,7 +50,7 @@ def test_item_knn_cosine_and_neighbour_cut_by_hand():
 
 def test_sar_jaccard_and_decay_by_hand():
     X = sp.csr_matrix(np.array([[5, 4, 0], [3, 0, 0], [0, 2, 1]], dtype=np.float32))
-    model = rc.SAR().fit(X)
+    model = rc.SAR(similarity="jaccard").fit(X)
     # item 0 has users {0, 1}, item 1 {0, 2}: jaccard = 1 / 3
     assert model.S_[0, 1] == pytest.approx(1 / 3)
     assert model.S_[0, 0] == pytest.approx(1.0)
@@ -98,7 +98,7 @@ def test_torch_bpr_learns_a_planted_ranking():
 
 
 @pytest.mark.parametrize("make", [lambda: rc.EASE(reg=50.0), lambda: rc.ItemKNN(neighbours=50),
-                                  lambda: rc.SAR(), lambda: rc.TorchBPR(factors=16, epochs=20, seed=0)])
+                                  lambda: rc.SAR(), lambda: rc.SAR(similarity="jaccard"), lambda: rc.TorchBPR(factors=16, epochs=20, seed=0)])
 def test_classic_models_beat_popularity_on_planted_groups(protocol, make):
     _, test = protocol
     pop = mean_ndcg(recsys.PopularityRecommender().fit(test.train.matrix), test)
