@@ -4,7 +4,8 @@ One module per concern: config (paths, run sizes, device, seeds), data (manifest
 cache, loaders), splits, profiles (the four kinds of user data), synthetic (test data), models,
 generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
 personas, training (the engine every trainer shares), adapters (the adapter lifecycle), finetune,
-alignment, recsys, torch_als and recsys_llm, metrics, plotting, results (the results contract), run (the
+alignment, recsys, recsys_classic (EASE, item-kNN, SAR, BPR with uniform negatives), torch_als,
+recsys_llm, metrics, plotting, results (the results contract), lesson, exercises, run (the
 papermill runner), taxonomy.
 """
 

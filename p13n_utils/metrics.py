@@ -1,5 +1,5 @@
 """Evaluation metrics shared by the notebooks: ranking metrics for top-K recommendation
-(``ndcg@k``, ``recall@k``, ``map@k``, catalog ``coverage``) and per-user rating errors
+(``ndcg@k``, ``recall@k``, ``precision@k``, ``map@k``, ``map_all@k``, catalog ``coverage``) and per-user rating errors
 (``mae``, ``rmse``).
 
 Every metric is computed **per user** so that a notebook can report a mean with a bootstrap
@@ -19,7 +19,14 @@ Definitions, with ``hit_i = 1`` if the item at rank ``i`` (1-based) is relevant:
 * ``dcg@k = sum_i hit_i / log2(i + 1)``; ``ndcg@k = dcg@k / idcg@k`` where ``idcg@k`` is the
   DCG of a perfect list, with ``min(|relevant|, k)`` hits on top.
 * ``recall@k = (number of hits in the top k) / |relevant|``.
+* ``precision@k = (number of hits in the top k) / k`` (an empty slot is a miss).
 * ``ap@k = sum_i precision@i * hit_i / min(|relevant|, k)``; ``map@k`` is its mean over users.
+  This is the truncated denominator of most recent papers and libraries (e.g. RecBole's MAP@k):
+  a perfect top ``k`` scores 1 even when the user has more than ``k`` relevant items.
+* ``ap_all@k = sum_i precision@i * hit_i / |relevant|``; ``map_all@k`` is its mean over users.
+  This is the MAP of microsoft/recommenders' ``map_at_k`` and hence of its README's "Algorithm
+  Comparison" table (MovieLens 100k): a user with many held-out items cannot reach 1 in a top
+  ``k``, so ``map_all@k <= map@k``. Compare a MAP with a published one only under the same name.
 * ``coverage = (distinct items recommended to anybody) / (catalog size)``.
 """
 
@@ -33,7 +40,9 @@ import pandas as pd
 __all__ = [
     "ndcg_at_k",
     "recall_at_k",
+    "precision_at_k",
     "average_precision_at_k",
+    "average_precision_all_at_k",
     "ranking_metrics",
     "catalog_coverage",
     "per_user_errors",
@@ -89,19 +98,37 @@ def recall_at_k(recommended: Sequence, relevant: Iterable, k: int = 10) -> float
     return float(hits.sum()) / n_relevant
 
 
-def average_precision_at_k(recommended: Sequence, relevant: Iterable, k: int = 10) -> float:
-    """Average precision at ``k`` of one ranked list; its mean over users is ``map@k``."""
-    hits, n_relevant = _hits(recommended, relevant, k)
-    if hits.sum() == 0:
-        return 0.0
+def precision_at_k(recommended: Sequence, relevant: Iterable, k: int = 10) -> float:
+    """Share of the top ``k`` slots holding a relevant item (denominator ``k``, even when the
+    list is shorter or the user has fewer than ``k`` relevant items)."""
+    hits, _ = _hits(recommended, relevant, k)
+    return float(hits.sum()) / k
+
+
+def _precision_sum(hits: np.ndarray) -> float:
+    """``sum_i precision@i * hit_i`` over the ranks of a hit vector."""
     precision_at_i = np.cumsum(hits) / np.arange(1, hits.size + 1)
-    return float((precision_at_i * hits).sum()) / min(n_relevant, k)
+    return float((precision_at_i * hits).sum())
+
+
+def average_precision_at_k(recommended: Sequence, relevant: Iterable, k: int = 10) -> float:
+    """Average precision at ``k`` of one ranked list, divided by ``min(|relevant|, k)``; its mean
+    over users is ``map@k`` (see the module docstring for the other convention)."""
+    hits, n_relevant = _hits(recommended, relevant, k)
+    return _precision_sum(hits) / min(n_relevant, k)
+
+
+def average_precision_all_at_k(recommended: Sequence, relevant: Iterable, k: int = 10) -> float:
+    """Average precision at ``k`` divided by **all** of the user's relevant items; its mean
+    over users is ``map_all@k``, the MAP of microsoft/recommenders' benchmark table."""
+    hits, n_relevant = _hits(recommended, relevant, k)
+    return _precision_sum(hits) / n_relevant
 
 
 # --------------------------------------------------------------------------- many users
 def ranking_metrics(recommendations: Mapping | Sequence, relevant: Mapping, k: int = 10,
                     users: Iterable | None = None) -> pd.DataFrame:
-    """Per-user ``ndcg@k``, ``recall@k`` and ``map@k``.
+    """Per-user ``ndcg@k``, ``recall@k``, ``precision@k``, ``map@k`` and ``map_all@k``.
 
     Parameters
     ----------
@@ -117,7 +144,7 @@ def ranking_metrics(recommendations: Mapping | Sequence, relevant: Mapping, k: i
     Returns
     -------
     DataFrame with one row per user: ``user``, ``n_relevant``, ``ndcg@k``, ``recall@k``,
-    ``map@k``.
+    ``map@k``, ``precision@k``, ``map_all@k``.
     """
     if users is None:
         users = [u for u, items in relevant.items() if len(items) > 0]
@@ -134,8 +161,10 @@ def ranking_metrics(recommendations: Mapping | Sequence, relevant: Mapping, k: i
             f"ndcg@{k}": ndcg_at_k(ranked, items, k),
             f"recall@{k}": recall_at_k(ranked, items, k),
             f"map@{k}": average_precision_at_k(ranked, items, k),
+            f"precision@{k}": precision_at_k(ranked, items, k),
+            f"map_all@{k}": average_precision_all_at_k(ranked, items, k),
         })
-    columns = ["user", "n_relevant", f"ndcg@{k}", f"recall@{k}", f"map@{k}"]
+    columns = ["user", "n_relevant", f"ndcg@{k}", f"recall@{k}", f"map@{k}", f"precision@{k}", f"map_all@{k}"]
     return pd.DataFrame(rows, columns=columns)
 
 

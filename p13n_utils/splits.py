@@ -5,6 +5,9 @@
   after it can be.
 - :func:`global_time_split`: one time cut for everybody: train is everything before it, test
   everything after, so a model trained on train never sees the future it is asked to predict.
+- :func:`stratified_split`: a random share of each user's (or each item's) rows is held out,
+  chronology ignored: the protocol of microsoft/recommenders' benchmark table
+  (``python_stratified_split``), for numbers comparable with it.
 - :func:`user_split`: whole users are held out (cold-start users: none of their data is in
   train).
 - :func:`personachat_split`: each dialogue's last turns are held out; the earlier turns are
@@ -137,6 +140,51 @@ def global_time_split(ratings: pd.DataFrame, test_frac: float = 0.2, cut_time=No
         held = pd.MultiIndex.from_frame(test[[user_col, "item_id"]])
         train = train[~pd.MultiIndex.from_frame(train[[user_col, "item_id"]]).isin(held)]
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def stratified_split(ratings: pd.DataFrame, ratio: float = 0.75, by: str = "item", seed: int = 42,
+                     user_col: str = "user_id", item_col: str = "item_id") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Random per-group split: of each item's (``by="item"``) or user's (``by="user"``) ``n`` rows,
+    ``round(ratio * n)`` go to train and the rest to test. Time plays no part.
+
+    This reproduces microsoft/recommenders' ``python_stratified_split(data, ratio, filter_by=by,
+    seed=seed)``, the split behind its README's "Algorithm Comparison" table (MovieLens 100k,
+    ``ratio=0.75, filter_by="item", seed=42``), row for row on the same frame:
+
+    1. every row gets ``numpy.random.RandomState(seed).rand()`` in the input's row order (the
+       reference calls ``np.random.seed(seed); np.random.rand(n)``, the same stream);
+    2. rows are ordered by group, then by that number; each row's ``rank`` in its group is 1..n;
+    3. a row is in train when ``rank <= round(ratio * n)``. The rounding is numpy's (pandas'
+       ``Series.round``): halves go to the **even** integer, so a group of 2 rows at
+       ``ratio=0.75`` (1.5 → 2) keeps both in train and a group of 6 (4.5 → 4) holds out 2.
+
+    Parameters
+    ----------
+    ratings : DataFrame with at least ``user_col`` and ``item_col``.
+    ratio : float in (0, 1), the train share of each group.
+    by : ``"item"`` or ``"user"``, the column whose groups are split.
+    seed : int
+
+    Returns
+    -------
+    train, test : DataFrame
+        The input's columns, each sorted like the reference (by group, then the random number),
+        fresh index. Every group keeps at least ``round(ratio * n)`` rows in train.
+    """
+    if by not in ("item", "user"):
+        raise ValueError(f"by must be 'item' or 'user', got {by!r}")
+    if not 0 < ratio < 1:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    group = item_col if by == "item" else user_col
+    if group not in ratings.columns:
+        raise KeyError(f"column {group!r} not in ratings (columns: {list(ratings.columns)})")
+    draws = np.random.RandomState(seed).rand(len(ratings))
+    order = np.lexsort((draws, ratings[group].to_numpy()))  # by group, then by the draw
+    ordered = ratings.iloc[order].reset_index(drop=True)
+    counts = ordered.groupby(group, sort=False)[group].transform("size").to_numpy()
+    rank = ordered.groupby(group, sort=False).cumcount().to_numpy() + 1
+    in_train = rank <= np.round(ratio * counts)
+    return ordered[in_train].reset_index(drop=True), ordered[~in_train].reset_index(drop=True)
 
 
 def later_train_share(train: pd.DataFrame, test: pd.DataFrame, time_col: str = "timestamp") -> float:

@@ -110,3 +110,23 @@ def test_per_user_errors_bad_input():
     with pytest.raises(ValueError, match="same length"):
         metrics.per_user_errors([1, 2], [3.0], [3.0, 4.0])
     assert isinstance(metrics.per_user_errors([1], [3.0], [3.5]), pd.DataFrame)
+
+
+def test_precision_and_both_average_precisions_by_hand():
+    # hits at ranks 1 and 3 of 4; five relevant items, so the two MAP denominators differ
+    recommended, relevant = [1, 2, 3, 4], {1, 3, 5, 6, 7}
+    assert metrics.precision_at_k(recommended, relevant, 4) == pytest.approx(2 / 4)
+    # sum of precision@i at the hits: 1/1 + 2/3 = 5/3
+    assert metrics.average_precision_at_k(recommended, relevant, 4) == pytest.approx((5 / 3) / 4)  # min(5, 4)
+    assert metrics.average_precision_all_at_k(recommended, relevant, 4) == pytest.approx((5 / 3) / 5)  # |rel|
+    # fewer relevant items than k: the two MAPs agree, precision still divides by k
+    assert metrics.average_precision_all_at_k([9, 1], {1}, 2) == pytest.approx(1 / 2)
+    assert metrics.average_precision_at_k([9, 1], {1}, 2) == pytest.approx(1 / 2)
+    assert metrics.precision_at_k([1, -1, -1], {1}, 3) == pytest.approx(1 / 3)  # empty slots are misses
+
+
+def test_ranking_metrics_has_precision_and_map_all():
+    table = metrics.ranking_metrics({"a": [1, 2, 3, 4]}, {"a": {1, 3, 5, 6, 7}}, k=4)
+    assert table.loc[0, "precision@4"] == pytest.approx(0.5)
+    assert table.loc[0, "map@4"] == pytest.approx(5 / 12)
+    assert table.loc[0, "map_all@4"] == pytest.approx(1 / 3)

@@ -98,6 +98,11 @@ EXPECTED = {
         *_rows("movielens-topk", "user", ["als", "bpr", "torch_mf", "content_embed", "hybrid",
                                           "llm_rerank", "llm_rerank_base", "llm_profile",
                                           "llm_profile_base"], ["ndcg@10", "recall@10"]),
+        *_rows("movielens-topk", "user", ["ease", "item_knn", "sar", "bpr_torch"], ["ndcg@10", "recall@10"]),
+        *_rows("movielens-topk-published-latest-small", "global", ["popularity"],
+               ["ndcg@10", "map_all@10", "precision@10", "recall@10"]),
+        *_rows("movielens-topk-published-latest-small", "user", ["als", "bpr", "bpr_torch", "ease", "item_knn", "sar"],
+               ["ndcg@10", "map_all@10", "precision@10", "recall@10"]),
     ],
 }
 

@@ -428,3 +428,43 @@ def test_bpr_on_one_thread_is_reproducible(protocol):
     fits = [recsys.ImplicitBPR(factors=8, iterations=10, seed=1, use_gpu=False).fit(test.train.matrix) for _ in range(2)]
     np.testing.assert_array_equal(fits[0].user_factors_, fits[1].user_factors_)
     np.testing.assert_array_equal(fits[0].item_factors_, fits[1].item_factors_)
+
+
+# --------------------------------------------------------------------------- ids, drops, stratified
+def test_make_split_reports_what_it_drops():
+    train = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 11, 10], "rating": [5.0, 4.0, 3.0]})
+    heldout = pd.DataFrame({"user_id": [1, 2, 2, 1], "item_id": [99, 11, 10, 12], "rating": [5.0, 4.0, 5.0, 2.0]})
+    with pytest.warns(UserWarning, match="1 outside the catalog, 1 already in train"):
+        split = recsys.make_split(train, heldout, [1, 2], [10, 11, 12], min_rating=4.0)
+    assert split.dropped == {"outside the catalog": 1, "already in train": 1}
+    assert split.relevant == {1: {1}}  # user 2's item 11; item 12 is below min_rating (not a positive)
+    quiet = recsys.make_split(train, heldout.iloc[[1]], [1, 2], [10, 11, 12])
+    assert quiet.dropped == {"outside the catalog": 0, "already in train": 0}
+
+
+def test_recommend_ids_takes_and_returns_ids():
+    ratings = pd.DataFrame({"user_id": ["ann", "ann", "bob", "bob", "cy"],
+                            "item_id": [10, 20, 20, 30, 30], "rating": 1.0})
+    inter = recsys.Interactions.from_ratings(ratings, item_ids=[10, 20, 30, 40])
+    model = recsys.PopularityRecommender().fit(inter)
+    out = model.recommend_ids(["ann", "cy"], k=2)
+    assert out.columns.tolist() == ["user_id", "rank", "item_id"]
+    # ann has 10 and 20: left are 30 (2 users) and 40 (none); cy has 30: 20 (2 users), then 10 or 40
+    assert out[out.user_id == "ann"]["item_id"].tolist() == [30, 40]
+    assert out[out.user_id == "cy"]["item_id"].tolist()[0] == 20
+    assert set(model.recommend_ids(["ann"], k=4, exclude_seen=False)["item_id"]) == {10, 20, 30, 40}
+    with pytest.raises(RuntimeError, match="Interactions"):
+        recsys.PopularityRecommender().fit(inter.matrix).recommend_ids(["ann"], 2)
+    with pytest.raises(KeyError):
+        model.recommend_ids(["zed"], 2)
+
+
+def test_stratified_protocol_holds_out_a_quarter_of_each_item():
+    ratings, catalog = planted()
+    validation, test = recsys.make_protocol(ratings, catalog, test_frac=0.25, min_rating=0, split="stratified")
+    held = test.heldout_ratings.groupby("item_id").size()
+    total = ratings.groupby("item_id").size()
+    np.testing.assert_array_equal(held.reindex(total.index, fill_value=0), total - np.round(0.75 * total))
+    # every held-out rating is relevant (min_rating=0) and none is in train
+    assert sum(len(v) for v in test.relevant.values()) == len(test.heldout_ratings)
+    assert len(validation.train_ratings) + len(validation.heldout_ratings) == len(test.train_ratings)

@@ -164,3 +164,32 @@ def test_per_user_temporal_split_lets_other_users_later_ratings_into_train():
     assert later == pytest.approx((2 / 3 + 0) / 2)       # user 1's test (t=2): 2 of 3 train rows later
     train_g, test_g = splits.global_time_split(ratings, test_frac=0.4)
     assert splits.later_train_share(train_g, test_g) == 0.0
+
+
+def test_stratified_split_matches_the_reference_rule_by_hand():
+    # items with 4, 2, 6 and 1 ratings; at ratio 0.75 the reference keeps round(0.75 n) in train,
+    # with numpy's half-to-even rounding: 3.0 -> 3, 1.5 -> 2, 4.5 -> 4, 0.75 -> 1
+    items = ["a"] * 4 + ["b"] * 2 + ["c"] * 6 + ["d"]
+    frame = pd.DataFrame({"user_id": range(len(items)), "item_id": items, "rating": 1.0})
+    n_train = {"a": 3, "b": 2, "c": 4, "d": 1}
+    # the reference: np.random.seed(42); draws = np.random.rand(n) in row order; within each
+    # item, the rows with the smallest draws go to train
+    draws = np.random.RandomState(42).rand(len(frame))
+    expected_train = set()
+    for item, n in n_train.items():
+        rows = [r for r in range(len(frame)) if items[r] == item]
+        expected_train |= set(sorted(rows, key=lambda r: draws[r])[:n])
+    train, test = splits.stratified_split(frame, ratio=0.75, by="item", seed=42)
+    assert set(train["user_id"]) == expected_train
+    assert set(test["user_id"]) == set(range(len(frame))) - expected_train
+    assert train.groupby("item_id").size().to_dict() == n_train
+    # by user: each user has one row, round(0.75) = 1, so nothing is held out
+    train_u, test_u = splits.stratified_split(frame, by="user")
+    assert len(train_u) == len(frame) and test_u.empty
+    # another seed changes the assignment of some rows, not the counts
+    other, _ = splits.stratified_split(frame, seed=0)
+    assert other.groupby("item_id").size().to_dict() == n_train
+    with pytest.raises(ValueError, match="by must be"):
+        splits.stratified_split(frame, by="time")
+    with pytest.raises(ValueError, match="ratio"):
+        splits.stratified_split(frame, ratio=1.0)
