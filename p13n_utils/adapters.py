@@ -5,7 +5,7 @@ what it costs.
   first); :func:`use_adapter` switches the active one for a block; :func:`merge_into_base` folds
   one into the weights (the "global" model OPPU trains per-user adapters on);
   :func:`merge_adapters` mixes several (Personalized Soups); :func:`plain_model` removes all.
-- :func:`save_adapter` writes an adapter atomically (:func:`atomic_folder`) with the base model's
+- :func:`save_adapter` writes an adapter atomically (:func:`p13n_utils.config.atomic_folder`) with the base model's
   :func:`base_signature`; :func:`load_adapter` checks it against the model it is loaded into
   (:class:`AdapterMismatchError`); :class:`AdapterStore` keeps one folder per user and switches
   users without reloading the base model.
@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +37,7 @@ from .cache import fingerprint
 __all__ = [
     "DEFAULT_TARGET_MODULES", "ADAPTER_META", "AdapterMismatchError", "is_peft", "has_injected_adapters",
     "add_lora", "adapter_params", "merge_into_base", "use_adapter", "merge_adapters", "plain_model", "base_model",
-    "base_signature", "folder_bytes", "atomic_folder", "save_adapter", "load_adapter", "AdapterStore",
+    "base_signature", "folder_bytes", "save_adapter", "load_adapter", "AdapterStore",
     "count_parameters", "model_bytes", "adapter_cost", "extrapolate_cost",
 ]
 
@@ -240,38 +237,8 @@ def folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-@contextlib.contextmanager
-def atomic_folder(directory):
-    """Write a folder atomically: yields a temporary folder next to ``directory``; when the block
-    ends without error it replaces ``directory`` (an older version is removed only then), and
-    on an error nothing is left behind and the older version stays in place.
-
-    Example: ``with atomic_folder(path) as tmp: (tmp / "weights.bin").write_bytes(data)``.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    old = None
-    try:
-        yield tmp
-        tmp.chmod(0o755)                  # mkdtemp creates 0700 folders
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
-            directory.rename(old)
-        tmp.rename(directory)
-    except BaseException:
-        if old is not None and not directory.exists():
-            old.rename(directory)         # put the previous version back
-            old = None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def save_adapter(model, adapter_name: str, directory, extra: dict | None = None) -> Path:
-    """Save one adapter to ``directory`` atomically (:func:`atomic_folder`: nothing half-written
+    """Save one adapter to ``directory`` atomically (:func:`p13n_utils.config.atomic_folder`: nothing half-written
     if it fails, an older version replaced only by a complete new one).
 
     Besides peft's ``adapter_config.json`` and ``adapter_model.safetensors``,
@@ -287,7 +254,7 @@ def save_adapter(model, adapter_name: str, directory, extra: dict | None = None)
         known = list(model.peft_config) if is_peft(model) else []
         raise KeyError(f"no adapter {adapter_name!r} to save; the model's adapters: {known}")
     directory = Path(directory)
-    with atomic_folder(directory) as tmp, tempfile.TemporaryDirectory(dir=tmp) as scratch:
+    with config.atomic_folder(directory) as tmp, tempfile.TemporaryDirectory(dir=tmp) as scratch:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.save_pretrained(scratch, selected_adapters=[adapter_name])

@@ -13,8 +13,12 @@ A notebook starts with::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,6 @@ def display_path(path: str | Path) -> str:
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
     that a reader (or a crash) never sees a half-written file. Creates the folder."""
-    import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +62,36 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     os.chmod(f.name, 0o644)  # NamedTemporaryFile creates 0600 files
     os.replace(f.name, path)
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(directory):
+    """Write a folder atomically: yields a temporary folder next to ``directory``; when the block
+    ends without error it replaces ``directory`` (an older version is removed only then), and
+    on an error nothing is left behind and the older version stays in place.
+
+    Example: ``with atomic_folder(path) as tmp: (tmp / "weights.bin").write_bytes(data)``.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old = None
+    try:
+        yield tmp
+        tmp.chmod(0o755)                  # mkdtemp creates 0700 folders
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
+            directory.rename(old)
+        tmp.rename(directory)
+    except BaseException:
+        if old is not None and not directory.exists():
+            old.rename(directory)         # put the previous version back
+            old = None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- run sizes

@@ -27,9 +27,7 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -175,8 +173,8 @@ def _convert_default_lm(target: Path) -> None:
 
     transformers 5 refuses ``save_pretrained`` on a GGUF-loaded model, so we drop the
     quantization config, rebuild an ordinary model from the config, copy the weights over and
-    save that. The folder is built in a temporary directory next to ``target`` and renamed into
-    place, so an interrupted conversion never leaves a half-written cache."""
+    save that. The folder is written atomically (:func:`config.atomic_folder`), so an interrupted
+    conversion never leaves a half-written cache."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -193,24 +191,12 @@ def _convert_default_lm(target: Path) -> None:
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with config.atomic_folder(target) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"package": LM_PACKAGE, "version": _package_version(LM_PACKAGE), "gguf": str(gguf),
                   "gguf_bytes": gguf.stat().st_size, "dtype": "float32", "converted": time.strftime("%Y-%m-%d %H:%M:%S")}
         (tmp / "P13N_SOURCE.json").write_text(json.dumps(source, indent=2))
-        for path in tmp.iterdir():  # mkdtemp makes a private folder; make it an ordinary one
-            path.chmod(0o644)
-        tmp.chmod(0o755)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "P13N_SOURCE.json").is_file():  # not a concurrent conversion that won
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _default_lm_folder() -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from p13n_utils import adapters, finetune, generation
+from p13n_utils import adapters, config, finetune, generation
 from p13n_utils.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,15 +104,15 @@ def test_save_is_atomic(tmp_path, monkeypatch, tiny_lm, tiny_pairs):
 
 def test_atomic_folder_replaces_only_on_success(tmp_path):
     target = tmp_path / "folder"
-    with adapters.atomic_folder(target) as tmp:
+    with config.atomic_folder(target) as tmp:
         (tmp / "a.txt").write_text("one")
     assert (target / "a.txt").read_text() == "one"
     with pytest.raises(RuntimeError):
-        with adapters.atomic_folder(target) as tmp:
+        with config.atomic_folder(target) as tmp:
             (tmp / "a.txt").write_text("two")
             raise RuntimeError("crash")
     assert (target / "a.txt").read_text() == "one"
-    with adapters.atomic_folder(target) as tmp:
+    with config.atomic_folder(target) as tmp:
         (tmp / "b.txt").write_text("three")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]              # replaced, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
