@@ -74,6 +74,7 @@ class PeakMemory:
     def __init__(self, interval: float = 0.2):
         self.interval = interval
         self.peak_mb = 0.0
+        self._before: set[int] = set()  # children already running when the block starts: not counted
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -82,6 +83,8 @@ class PeakMemory:
 
         total = 0
         for child in psutil.Process().children(recursive=True):
+            if child.pid in self._before:
+                continue
             try:
                 total += child.memory_info().rss
             except psutil.Error:  # exited between listing and reading
@@ -95,6 +98,9 @@ class PeakMemory:
                 return
 
     def __enter__(self) -> "PeakMemory":
+        import psutil
+
+        self._before = {child.pid for child in psutil.Process().children(recursive=True)}
         self._thread.start()
         return self
 
