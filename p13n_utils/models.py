@@ -352,16 +352,16 @@ def model_source_report() -> dict:
     """
     lm = {"name": DEFAULT_LM, "package": LM_PACKAGE, "version": _package_version(LM_PACKAGE),
           "license": "Apache-2.0", "file": None, "file_mb": None,
-          "cached_folder": str(default_lm_cache_dir()), "cached": (default_lm_cache_dir() / "P13N_SOURCE.json").is_file()}
+          "cached_folder": config.display_path(default_lm_cache_dir()), "cached": (default_lm_cache_dir() / "P13N_SOURCE.json").is_file()}
     try:
         gguf = default_gguf_path()
-        lm["file"], lm["file_mb"] = str(gguf), round(gguf.stat().st_size / 2**20, 1)
+        lm["file"], lm["file_mb"] = config.display_path(gguf), round(gguf.stat().st_size / 2**20, 1)
     except (ModuleNotFoundError, FileNotFoundError) as error:
         lm["error"] = str(error)
     embedder = {"name": DEFAULT_EMBEDDER, "package": EMBEDDER_PACKAGE, "version": _package_version(EMBEDDER_PACKAGE),
                 "license": "Apache-2.0", "folder": None}
     try:
-        embedder["folder"] = str(_embedder_path())
+        embedder["folder"] = config.display_path(_embedder_path())
     except ModuleNotFoundError as error:
         embedder["error"] = str(error)
     return {"lm": lm, "embedder": embedder, "offline": hub_offline()}

@@ -13,7 +13,7 @@ import torch
 
 from .. import adapters, lesson, training
 
-__all__ = ["linear_shapes", "lora_param_count", "lora_layer", "check_1", "check_2", "check_3"]
+__all__ = ["linear_shapes", "lora_param_count", "lora_layer", "same_tensor", "check_1", "check_2", "check_3"]
 
 
 def linear_shapes(model_config) -> dict[str, tuple[int, int]]:
@@ -72,15 +72,19 @@ def check_2(answer, model, batch: dict):
                         "summed negative log-probability by the number of target tokens of the whole batch")
 
 
+def same_tensor(answer, reference, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    """Whether the learner's ``answer`` (anything ``torch.as_tensor`` takes) has ``reference``'s
+    shape and values within ``rtol``/``atol``."""
+    answer = torch.as_tensor(answer, dtype=reference.dtype, device=reference.device)
+    return answer.shape == reference.shape and torch.allclose(answer, reference, rtol=rtol, atol=atol)
+
+
 def check_3(answer, layer, adapter_name: str):
     """Exercise 3: the merged weight ``W + (alpha / r) B A`` of one LoRA layer."""
     ok = None
     if answer is not None:
         with torch.no_grad():
-            base = layer.base_layer.weight
-            reference = base + layer.get_delta_weight(adapter_name)
-            answer = torch.as_tensor(answer, dtype=base.dtype, device=base.device)
-            ok = answer.shape == reference.shape and torch.allclose(answer, reference, rtol=1e-4, atol=1e-6)
+            ok = same_tensor(answer, layer.base_layer.weight + layer.get_delta_weight(adapter_name))
     return lesson.check("Exercise 3 (merging a LoRA adapter by hand)", ok,
                         "W is layer.base_layer.weight (out x in); A = layer.lora_A[name].weight (r x in), "
                         "B = layer.lora_B[name].weight (out x r), and the scale alpha / r is layer.scaling[name]: "

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .. import alignment, lesson
-from .nb06 import lora_layer
+from .nb06 import lora_layer, same_tensor
 
 __all__ = ["lora_layer", "shorter_reply_share", "normalised_pref_acc", "check_1", "check_2", "check_3", "check_4"]
 
@@ -92,8 +92,7 @@ def check_4(answer, layer, adapter_names: Sequence[str], weights: Sequence[float
             raise ValueError(f"{len(adapter_names)} adapters, {len(weights)} weights")
         with torch.no_grad():
             reference = sum(float(w) * layer.get_delta_weight(name) for name, w in zip(adapter_names, weights))
-            answer = torch.as_tensor(answer, dtype=reference.dtype, device=reference.device)
-            ok = answer.shape == reference.shape and torch.allclose(answer, reference, rtol=1e-4, atol=1e-7)
+            ok = same_tensor(answer, reference, atol=1e-7)
     return lesson.check("Exercise 4 (the soup's weight update)", ok,
                         "each adapter's update is layer.scaling[name] * layer.lora_B[name].weight @ "
                         "layer.lora_A[name].weight (out x in); the soup's is the weighted sum of those updates, "
