@@ -54,9 +54,9 @@ EXPECTED = {
     ],
     "04_user_prompting": [
         *_rows("personachat", "user", ["contextual", "profile_augmented", "refined_prompt",
-                                       "shuffled_user"], ["ppl", "rougeL", "persona_sim"]),
+                                       "contextual_other_user"], ["ppl", "rougeL", "persona_sim"]),
         *_rows("movielens-rating", "user", ["contextual", "profile_augmented", "refined_prompt",
-                                            "shuffled_user"], ["mae", "rmse"]),
+                                            "contextual_other_user"], ["mae", "rmse"]),
     ],
     "05_user_rag": [
         *_rows("personachat", "user", [f"rag_{r}" for r in RETRIEVERS], ["ppl", "rougeL"]),
