@@ -26,7 +26,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-__all__ = ["Metric", "METRICS", "get", "validate", "describe", "base_name"]
+__all__ = ["Metric", "METRICS", "get", "validate", "describe", "base_name", "METHOD_NOTES", "method_note"]
 
 
 @dataclass(frozen=True)
@@ -175,3 +175,24 @@ def describe(name: str) -> str:
     """``"(higher is better) <description>"`` for a results legend."""
     m = get(name)
     return f"({m.direction} is better) {m.description}"
+
+
+# Methods whose row needs a word of warning in the results table.
+METHOD_NOTES: dict[str, str] = {
+    "torch_mf": "The torch re-implementation of `als` (same hyper-parameters, same random start): it gives "
+                "ALS's top-10 lists, so its rows repeat `als`'s; a check of the implementation, not another method.",
+    "shuffled_user": "Old name of `contextual_other_user`.",
+}
+
+
+def method_note(method: str) -> str | None:
+    """The note of a method for the results legend, or None. ``<method>_other_user`` is the
+    matched control of ``<method>``: the same amount of ANOTHER user's data (a seeded
+    derangement of the evaluated users, :func:`p13n_utils.user_context.derangement`)."""
+    if method in METHOD_NOTES:
+        return METHOD_NOTES[method]
+    if method.endswith("_other_user"):
+        own = method[: -len("_other_user")]
+        return (f"Matched control of `{own}`: the same amount of another user's data (a seeded derangement "
+                "of the evaluated users); what `" + own + "` gains over it is what this user's own data buys.")
+    return None
