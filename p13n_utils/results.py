@@ -69,7 +69,8 @@ def set_id(task: str, users) -> str:
     if not keys:
         raise ValueError("set_id needs at least one user")
     digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:6]
-    return f"{TASK_ABBREVIATIONS.get(task, task)}-{len(keys)}u-{digest}"
+    prefix = TASK_ABBREVIATIONS.get(task, task.replace("movielens-topk-published", "mlk-pub"))
+    return f"{prefix}-{len(keys)}u-{digest}"
 
 
 def use_set(task: str, set_: str) -> str:
