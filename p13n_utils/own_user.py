@@ -1,0 +1,520 @@
+"""Notebook 12: personalize for yourself. A learner types a few facts about themselves, rates a
+few movies and writes a message; every rung of the ladder answers them side by side.
+
+The pieces, in the order a round uses them:
+
+1. Validation of the learner's input (:func:`parse_facts`, :func:`parse_ratings`,
+   :func:`parse_message`): every problem raises :class:`InputError` with a sentence the page
+   shows as it is (no traceback).
+2. :func:`build_world` — what is learned once from other people: PersonaChat fact personas
+   (:mod:`p13n_utils.personas`), MovieLens popularity, genre personas and implicit ALS
+   (:mod:`p13n_utils.recsys`), the movie embeddings and the LM.
+3. The reply ladder (:func:`reply_contexts`, :func:`reply_ladder`): global (no context),
+   persona (the central facts of the persona nearest to the learner's facts), user (all own facts
+   in the prompt) and user-RAG (the own facts a retriever picks for the message), with the
+   log-probability of every reply under every prompt.
+4. The recommendation ladder (:func:`recommendation_ladder`): popularity, persona popularity
+   (the genre persona nearest to the learner's ratings), ALS with the learner folded in
+   (:func:`fold_in_user`: one exact ALS user step against the fitted item factors, no refit),
+   content embedding and an LM-written taste profile; each list names the learner's titles that
+   drove it.
+5. :func:`play_round` runs 3 and 4 and times them; the widgets of
+   :mod:`p13n_utils.own_user_app` only call it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import generation, personas, prompts, recsys, retrieval
+
+__all__ = [
+    "InputError", "MIN_STARS", "MAX_STARS", "MAX_FACT_CHARS", "MAX_FACTS", "MAX_MESSAGE_CHARS", "LEVELS",
+    "RECOMMENDERS", "movie_labels", "search_titles", "parse_facts", "parse_ratings", "parse_message",
+    "fold_in_user", "fold_in_contributions", "genre_persona_of", "World", "build_world", "reply_contexts",
+    "reply_ladder", "what_changed", "recommendation_ladder", "RoundResult", "play_round",
+]
+
+MIN_STARS, MAX_STARS = 0.5, 5.0  # MovieLens' scale (half stars)
+MAX_FACT_CHARS = 300  # a persona fact is one sentence; PersonaChat's are far shorter
+MAX_FACTS = 20
+MAX_MESSAGE_CHARS = 500
+
+LEVELS = ("global", "persona", "user", "user_rag")
+"""The reply ladder's prompts: no context; the nearest persona's central facts; all of the
+learner's facts; the facts retrieved for the message."""
+
+RECOMMENDERS = ("popularity", "persona_popularity", "als_fold_in", "content_embed", "llm_profile")
+
+
+class InputError(ValueError):
+    """Something the learner typed cannot be used; the message says what to change."""
+
+
+# =========================================================================== input
+def movie_labels(movies: pd.DataFrame) -> pd.Series:
+    """``"Title (year)"`` of every movie (the picker's options), indexed by ``item_id``."""
+    year = movies["year"].astype("Int64").astype(str).where(movies["year"].notna(), "")
+    labels = movies["title"].astype(str) + np.where(year != "", " (" + year + ")", "")
+    return pd.Series(labels.to_numpy(), index=movies["item_id"].to_numpy(), name="label")
+
+
+def search_titles(labels: pd.Series, query: str, n: int = 10) -> list[str]:
+    """Up to ``n`` labels containing ``query`` (case-insensitive), then close spellings."""
+    query = str(query).strip().lower()
+    if not query:
+        return []
+    hits = [label for label in labels if query in label.lower()]
+    if len(hits) < n:
+        lower = {label.lower(): label for label in labels}
+        hits += [lower[m] for m in difflib.get_close_matches(query, list(lower), n=n, cutoff=0.7)
+                 if lower[m] not in hits]
+    return hits[:n]
+
+
+def parse_facts(facts: str | Sequence[str]) -> list[str]:
+    """The learner's facts, one per line (or a list), stripped; blank lines dropped.
+
+    Raises :class:`InputError` for no facts, more than :data:`MAX_FACTS`, or a fact longer than
+    :data:`MAX_FACT_CHARS` characters."""
+    lines = str(facts).splitlines() if isinstance(facts, str) else [str(f) for f in facts]
+    lines = [line.strip().lstrip("-•* ").strip() for line in lines]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise InputError("Add at least one fact about yourself (one per line), e.g. 'I love hiking.'")
+    if len(lines) > MAX_FACTS:
+        raise InputError(f"{len(lines)} facts: keep at most {MAX_FACTS}, the most telling ones.")
+    for line in lines:
+        if len(line) > MAX_FACT_CHARS:
+            raise InputError(f"A fact has {len(line):,} characters; keep each fact under {MAX_FACT_CHARS} "
+                             f"(one sentence). It starts: '{line[:40]}…'")
+    return lines
+
+
+def _stars(value, label: str) -> float:
+    try:
+        stars = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"The rating of '{label}' is {value!r}, not a number of stars "
+                         f"({MIN_STARS}–{MAX_STARS}).") from None
+    if not np.isfinite(stars) or not MIN_STARS <= stars <= MAX_STARS:
+        raise InputError(f"The rating of '{label}' is {value}; ratings go from {MIN_STARS} to {MAX_STARS} stars.")
+    return stars
+
+
+def _rating_pairs(ratings) -> list[tuple[str, object]]:
+    if isinstance(ratings, Mapping):
+        return [(str(t), r) for t, r in ratings.items()]
+    if isinstance(ratings, str):  # "Title (year) = 4.5", one per line
+        pairs = []
+        for line in ratings.splitlines():
+            if not line.strip():
+                continue
+            title, sep, stars = line.rpartition("=")
+            if not sep:
+                raise InputError(f"Write each rating as 'Title (year) = stars'; got '{line.strip()[:60]}'.")
+            pairs.append((title.strip(), stars.strip()))
+        return pairs
+    return [(str(t), r) for t, r in ratings]
+
+
+def parse_ratings(ratings, labels: pd.Series) -> pd.DataFrame:
+    """The learner's ratings matched to the catalog: DataFrame ``item_id, label, rating``.
+
+    Parameters
+    ----------
+    ratings : dict ``{title: stars}``, list of (title, stars) pairs, or text with one
+        ``Title (year) = stars`` per line. A title matches a label of :func:`movie_labels`
+        exactly (case-insensitive), or its title without the year when only one movie has it.
+    labels : from :func:`movie_labels`.
+
+    Raises :class:`InputError` for no ratings, an unknown or ambiguous title (with suggestions)
+    or a rating outside :data:`MIN_STARS`–:data:`MAX_STARS`. A title rated twice keeps the last.
+    """
+    pairs = _rating_pairs(ratings)
+    if not pairs:
+        raise InputError("Rate at least one movie (search a title, pick its stars, press Add).")
+    by_label = {label.lower(): item for item, label in labels.items()}
+    bare = pd.Series(labels.index, index=labels.str.replace(r" \(\d{4}\)$", "", regex=True).str.lower())
+    rows = []
+    for title, value in pairs:
+        key = title.strip().lower()
+        item = by_label.get(key)
+        if item is None and key in bare.index:
+            matches = bare.loc[[key]]
+            if len(matches) > 1:
+                raise InputError(f"'{title}' is several movies: " + "; ".join(labels[m] for m in matches) +
+                                 ". Add the year.")
+            item = matches.iloc[0]
+        if item is None:
+            close = search_titles(labels, title, n=3)
+            hint = f" Did you mean: {'; '.join(close)}?" if close else " Search the catalog with the picker."
+            raise InputError(f"No movie '{title}' in the catalog.{hint}")
+        rows.append({"item_id": item, "label": labels[item], "rating": _stars(value, labels[item])})
+    return pd.DataFrame(rows).drop_duplicates("item_id", keep="last").reset_index(drop=True)
+
+
+def parse_message(message: str) -> str:
+    """The learner's message to the chatbot, stripped; :class:`InputError` if blank or too long."""
+    message = str(message or "").strip()
+    if not message:
+        raise InputError("Write a message to the chatbot, e.g. 'What do you do on weekends?'")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise InputError(f"The message has {len(message):,} characters; keep it under {MAX_MESSAGE_CHARS}.")
+    return message
+
+
+# =========================================================================== ALS fold-in
+def fold_in_user(item_factors: np.ndarray, items: Sequence[int], regularization: float,
+                 alpha: float) -> np.ndarray:
+    """A new user's ALS factors from the items they interacted with, the item factors fixed.
+
+    One exact user step of implicit-feedback ALS (Hu, Koren & Volinsky 2008), as ``implicit``
+    fits it on binarised interactions (confidence ``alpha`` on an observed item, 1 elsewhere;
+    preference 1 on observed items, 0 elsewhere)::
+
+        x_u = (YᵀY + λI + Σ_{i∈items} (alpha − 1) y_i y_iᵀ)⁻¹ Σ_{i∈items} alpha · y_i
+
+    Parameters
+    ----------
+    item_factors : ndarray (n_items, f), ``Y`` of a fitted model.
+    items : the item columns the user interacted with (duplicates count once).
+    regularization : λ of the fitted model.
+    alpha : confidence of an observed interaction in the fitted model.
+
+    Returns
+    -------
+    ndarray (f,)
+    """
+    Y = np.asarray(item_factors, dtype=np.float64)
+    items = np.unique(np.asarray(items, dtype=np.int64))
+    if items.size == 0:
+        raise ValueError("the user has no items: fold-in needs at least one interaction")
+    Yu = Y[items]
+    A = Y.T @ Y + regularization * np.eye(Y.shape[1]) + (alpha - 1.0) * Yu.T @ Yu
+    b = alpha * Yu.sum(axis=0)
+    return np.linalg.solve(A, b)
+
+
+def fold_in_contributions(item_factors: np.ndarray, items: Sequence[int], targets: Sequence[int],
+                          regularization: float, alpha: float) -> np.ndarray:
+    """How much each of the user's items adds to the folded-in score of each target item.
+
+    The fold-in is linear in its right-hand side, so the score ``y_t · x_u`` splits exactly
+    into one term per interacted item ``i``: ``alpha · y_tᵀ A⁻¹ y_i`` (A as in
+    :func:`fold_in_user`). Returns ndarray (len(targets), len(unique items)), the items in
+    sorted order; each row sums to the target's score."""
+    Y = np.asarray(item_factors, dtype=np.float64)
+    items = np.unique(np.asarray(items, dtype=np.int64))
+    Yu = Y[items]
+    A = Y.T @ Y + regularization * np.eye(Y.shape[1]) + (alpha - 1.0) * Yu.T @ Yu
+    return alpha * Y[np.asarray(targets, dtype=np.int64)] @ np.linalg.solve(A, Yu.T)
+
+
+# =========================================================================== personas of a new user
+def genre_persona_of(found: personas.GenrePersonas, population: pd.DataFrame, movies: pd.DataFrame,
+                     learner: pd.DataFrame) -> int:
+    """The genre persona nearest to a new user's ratings (``item_id, rating``): their genre
+    taste computed with the population's shares (:func:`p13n_utils.personas.genre_taste` on the
+    population plus the learner), then the nearest persona centroid of the clustered tastes."""
+    new_id = -1 if population["user_id"].min() > -1 else population["user_id"].min() - 1
+    both = pd.concat([population[["user_id", "item_id", "rating"]],
+                      learner[["item_id", "rating"]].assign(user_id=new_id)], ignore_index=True)
+    taste = personas.genre_taste(both, movies)
+    centroids = found.taste.groupby(found.assignments.reindex(found.taste.index)).mean()
+    mine = taste.loc[new_id, centroids.columns].to_numpy(dtype=np.float64)
+    return int(centroids.index[np.argmin(((centroids.to_numpy() - mine) ** 2).sum(axis=1))])
+
+
+# =========================================================================== the world
+@dataclass
+class World:
+    """What is learned once from other people; a round only reads it.
+
+    Attributes
+    ----------
+    model, tokenizer : the LM (:func:`p13n_utils.models.load_lm`).
+    embed : function texts -> unit-norm vectors (n, d) (:func:`p13n_utils.cache.embed`).
+    fact_personas : PersonaChat personas (:func:`p13n_utils.personas.personachat_fact_personas`).
+    movies : the catalog (``item_id, title, year, genres``), one row per matrix column.
+    labels : ``"Title (year)"`` per item id (:func:`movie_labels`).
+    ratings : the population's ratings (``user_id, item_id, rating``).
+    interactions : the population's matrix (:class:`p13n_utils.recsys.Interactions`).
+    popularity, segment_popularity, als : fitted recommenders.
+    genre_personas : :class:`p13n_utils.personas.GenrePersonas` of the population.
+    item_vectors : ndarray (n_items, d), embeddings of the item texts.
+    settings : knobs of a round (``n_facts``, ``rag_k``, ``max_new_tokens``, ``profile_tokens``, ``k``).
+    """
+
+    model: object
+    tokenizer: object
+    embed: Callable
+    fact_personas: personas.FactPersonas
+    movies: pd.DataFrame
+    labels: pd.Series
+    ratings: pd.DataFrame
+    interactions: recsys.Interactions
+    popularity: recsys.PopularityRecommender
+    genre_personas: personas.GenrePersonas
+    segment_popularity: recsys.SegmentPopularityRecommender
+    als: recsys.ImplicitALS
+    item_vectors: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+def build_world(cfg, model=None, tokenizer=None, embed: Callable | None = None, user_facts: dict | None = None,
+                ml=None, item_texts: Sequence[str] | None = None) -> World:
+    """Load the data and models of a run size (``cfg`` from ``config.setup``) and fit what the
+    ladder needs. Every argument after ``cfg`` replaces a default (tests pass tiny ones):
+    ``model``/``tokenizer`` (default ``models.load_lm(dtype=cfg["lm.dtype"])``), ``embed``
+    (default :func:`p13n_utils.cache.embed`), ``user_facts`` (PersonaChat users' facts),
+    ``ml`` (a :class:`p13n_utils.data.MovieLens`) and ``item_texts`` (one text per movie)."""
+    from . import cache, data, models, tasks
+
+    if model is None or tokenizer is None:
+        model, tokenizer = models.load_lm(dtype=cfg["lm.dtype"])
+    embed = embed or cache.embed
+    if user_facts is None:
+        user_facts = tasks.personachat_eval_set(data.load_personachat("valid"), n_users=None).user_facts
+    fact_vectors = dict(zip(sorted({f for fs in user_facts.values() for f in fs}),
+                            np.asarray(embed(sorted({f for fs in user_facts.values() for f in fs})), dtype=np.float64)))
+    fact_personas = personas.personachat_fact_personas(user_facts, fact_vectors, k=cfg["p12.pc_k"], seed=cfg.seed)
+
+    ml = ml or data.load_movielens("latest-small")
+    ratings = recsys.subsample(ml.ratings, n_items=cfg["p12.n_items"], seed=cfg.seed)
+    movies = ml.movies[ml.movies["item_id"].isin(set(ratings["item_id"]))].sort_values("item_id").reset_index(drop=True)
+    interactions = recsys.Interactions.from_ratings(ratings, item_ids=movies["item_id"])
+    genre_found = personas.movielens_genre_personas(ratings, movies, k=cfg["p12.ml_k"], seed=cfg.seed)
+    segments = genre_found.assignments.reindex(interactions.user_ids).fillna(-1).astype(int).to_numpy()
+    texts = list(item_texts) if item_texts is not None else recsys.item_texts(movies, movies["item_id"])
+    return World(
+        model=model, tokenizer=tokenizer, embed=embed, fact_personas=fact_personas, movies=movies,
+        labels=movie_labels(movies), ratings=ratings, interactions=interactions,
+        popularity=recsys.PopularityRecommender().fit(interactions),
+        genre_personas=genre_found,
+        segment_popularity=recsys.SegmentPopularityRecommender(segments).fit(interactions),
+        als=recsys.ImplicitALS(iterations=cfg["rec.als_iterations"], seed=cfg.seed, use_gpu=False).fit(interactions),
+        item_vectors=np.asarray(embed(texts), dtype=np.float32),
+        settings={"n_facts": cfg["personas.n_facts"], "rag_k": cfg["p12.rag_k"], "k": cfg["tasks.topk_k"],
+                  "max_new_tokens": cfg["p12.max_new_tokens"], "profile_tokens": cfg["p12.profile_tokens"],
+                  "batch_size": cfg["lm.batch_size"], "seed": cfg.seed})
+
+
+# =========================================================================== replies
+def _words(text: str) -> set[str]:
+    return set(retrieval.tokenize(text))
+
+
+def reply_contexts(world: World, facts: Sequence[str], message: str) -> dict:
+    """The context of each level of :data:`LEVELS`: ``{level: {"context", "header", "note"}}``.
+
+    ``persona``: the central facts of the PersonaChat persona nearest to the mean embedding of
+    the learner's facts (:func:`p13n_utils.personas.assign_persona`); ``user_rag``: the facts a
+    dense retriever ranks highest for the message (:func:`p13n_utils.retrieval.retrieve`)."""
+    fp = world.fact_personas
+    vectors = np.asarray(world.embed(list(facts)), dtype=np.float64)
+    persona = int(np.argmax(fp.centroids @ personas.unit(vectors.mean(axis=0))))
+    central = fp.describe(persona, world.settings["n_facts"])
+    cache = retrieval.EmbeddingCache(lambda texts: np.asarray(world.embed(texts)))
+    picked = retrieval.retrieve("dense", message, list(facts), world.settings["rag_k"], embeddings=cache)
+    return {
+        "global": {"context": None, "header": prompts.HEADERS["user"], "note": "no context: the same for everyone"},
+        "persona": {"context": central, "header": prompts.HEADERS["persona"], "persona": persona,
+                    "note": f"the {len(central)} central facts of persona {persona} (nearest to your facts)"},
+        "user": {"context": list(facts), "header": prompts.HEADERS["user"],
+                 "note": f"all {len(facts)} of your facts"},
+        "user_rag": {"context": [facts[i] for i in picked], "header": prompts.HEADERS["user"], "retrieved": picked,
+                     "note": f"the {len(picked)} of your facts a dense retriever picked for your message"},
+    }
+
+
+def reply_ladder(world: World, contexts: dict, message: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One greedy reply per level and the log-probability of every reply under every level.
+
+    Returns
+    -------
+    replies : DataFrame, one row per level: ``level, context, reply``.
+    logprobs : DataFrame levels × levels: ``logprobs.loc[prompt, reply]`` is log p(reply of
+        level ``reply`` | prompt of level ``prompt``), summed over the reply's tokens (nats).
+    """
+    tok, s = world.tokenizer, world.settings
+    prompt_of = {level: prompts.personachat_prompt(tok, message, context=c["context"], header=c["header"])
+                 for level, c in contexts.items()}
+    levels = list(prompt_of)
+    texts = generation.generate(world.model, tok, [prompt_of[lv] for lv in levels], max_new_tokens=s["max_new_tokens"],
+                                batch_size=s["batch_size"], progress=False)
+    texts = [t.strip() or "…" for t in texts]
+    pairs = [(p, r) for p in levels for r in range(len(levels))]
+    scored = generation.score(world.model, tok, [prompt_of[p] for p, _ in pairs], [texts[r] for _, r in pairs],
+                              batch_size=s["batch_size"], progress=False)
+    logprobs = pd.DataFrame(scored["logprob_sum"].to_numpy().reshape(len(levels), len(levels)),
+                            index=pd.Index(levels, name="prompt"), columns=pd.Index(levels, name="reply"))
+    replies = pd.DataFrame({"level": levels, "context": [contexts[lv]["note"] for lv in levels], "reply": texts})
+    return replies, logprobs
+
+
+def what_changed(replies: pd.DataFrame, logprobs: pd.DataFrame, contexts: dict) -> dict:
+    """One line per level: which words of its context the reply took up, and how much more (or
+    less) likely its prompt makes its own reply than the global prompt does."""
+    lines = {}
+    by_level = replies.set_index("level")["reply"]
+    for level in by_level.index:
+        if level == "global":
+            lines[level] = "No context: the model's most likely reply to anyone who sends this message."
+            continue
+        context = contexts[level]["context"] or []
+        taken = sorted(_words(by_level[level]) & set().union(*[_words(c) for c in context])) if context else []
+        gain = logprobs.loc[level, level] - logprobs.loc["global", level]
+        same = by_level[level] == by_level["global"]
+        lines[level] = ((f"Same reply as global. " if same else "") +
+                        (f"Took up from its context: {', '.join(taken[:6])}. " if taken else
+                         "Took up no word of its context. ") +
+                        f"Its prompt makes this reply {gain:+.1f} nats more likely than the global prompt does.")
+    return lines
+
+
+# =========================================================================== recommendations
+def _top(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    scores[seen] = -np.inf
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def _list_frame(world: World, cols: np.ndarray, because: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({"rank": np.arange(1, len(cols) + 1), "title": world.labels.iloc[cols].to_numpy(),
+                         "because": list(because)})
+
+
+def recommendation_ladder(world: World, learner: pd.DataFrame, profile: str | None = None) -> dict:
+    """Top-k lists of :data:`RECOMMENDERS` for a learner's ratings (``item_id, label, rating``).
+
+    Each list is a DataFrame ``rank, title, because`` (the learner's title that contributed most
+    to that item's score; "everyone" for popularity). The dict also holds ``"persona"`` (the
+    genre persona number and its label), ``"profile"`` (the LM-written taste profile) and
+    ``"drivers"`` (per method, the learner's titles in order of their total contribution)."""
+    s = world.settings
+    k = min(s["k"], world.interactions.n_items - len(learner))
+    if k < 1:
+        raise InputError("You rated every movie of the catalog: nothing is left to recommend.")
+    cols = world.interactions.item_cols(learner["item_id"])
+    seen = cols
+    ratings = learner["rating"].to_numpy(dtype=np.float64)
+    order = np.argsort(-ratings, kind="stable")
+    out, drivers = {}, {}
+
+    pop = _top(world.popularity.item_counts_, seen, k)
+    out["popularity"] = _list_frame(world, pop, ["everyone (most rated)"] * len(pop))
+
+    persona = genre_persona_of(world.genre_personas, world.ratings, world.movies, learner)
+    per = _top(world.segment_popularity.segment_scores_[persona], seen, k)
+    top_genres = world.genre_personas.descriptions.set_index("persona").loc[persona, "top_genres"]
+    genres = world.movies.set_index("item_id")["genres"]
+    def genre_driver(col):  # noqa: E306 — the learner's best-rated title sharing a persona genre
+        wanted = set(genres.iloc[col].split("|")) & set(top_genres)
+        for i in order:
+            if wanted & set(genres.iloc[cols[i]].split("|")):
+                return learner["label"].iloc[i]
+        return "your persona"
+    out["persona_popularity"] = _list_frame(world, per, [genre_driver(c) for c in per])
+
+    als = world.als
+    liked = cols[ratings >= 4.0] if (ratings >= 4.0).any() else cols
+    reg, alpha = als.params["regularization"], als.params["alpha"]
+    x = fold_in_user(als.item_factors_, liked, reg, alpha)
+    rec = _top(als.item_factors_ @ x, seen, k)
+    contrib = fold_in_contributions(als.item_factors_, liked, rec, reg, alpha)
+    liked_sorted = np.unique(liked)
+    label_of = dict(zip(cols, learner["label"]))
+    out["als_fold_in"] = _list_frame(world, rec, [label_of[liked_sorted[j]] for j in contrib.argmax(axis=1)])
+    drivers["als_fold_in"] = [label_of[liked_sorted[j]] for j in np.argsort(-contrib.sum(axis=0))]
+
+    row = sp.csr_matrix((ratings.astype(np.float32), (np.zeros(len(cols), dtype=np.int64), cols)),
+                        shape=(1, world.interactions.n_items))
+    weighting = "liked" if (ratings >= 4.0).any() else "centered" if len(set(ratings)) > 1 else "uniform"
+    content = recsys.ContentRecommender(world.item_vectors, weighting=weighting).fit(row)
+    emb = content.item_embeddings
+    con = _top(content.score([0])[0], seen, k)
+    weights = np.asarray(row.toarray()[0, cols])
+    weights = (weights >= 4.0) if weighting == "liked" else (weights - weights.mean() if weighting == "centered"
+                                                             else np.ones_like(weights))
+    parts = (emb[con] @ emb[cols].T) * weights[None, :]
+    out["content_embed"] = _list_frame(world, con, learner["label"].iloc[parts.argmax(axis=1)].tolist())
+    drivers["content_embed"] = learner["label"].iloc[np.argsort(-parts.sum(axis=0))].tolist()
+
+    if profile is not None:
+        vec = np.asarray(world.embed([profile]), dtype=np.float32)[0]
+        prof = _top(emb @ vec, seen, k)
+        nearest = (emb[prof] @ emb[cols[order[:5]]].T).argmax(axis=1)
+        out["llm_profile"] = _list_frame(world, prof, learner["label"].iloc[order[:5]].iloc[nearest].tolist())
+        drivers["llm_profile"] = learner["label"].iloc[order[:5]].tolist()
+    out["persona"] = {"number": persona, "label": world.genre_personas.descriptions.set_index("persona")
+                      .loc[persona, "label"], "top_genres": list(top_genres)}
+    out["profile"] = profile
+    out["drivers"] = drivers
+    return out
+
+
+def taste_profile(world: World, learner: pd.DataFrame) -> str:
+    """The LM's one-sentence description of the learner's taste from their best-rated titles
+    (:func:`p13n_utils.prompts.profile_prompts`, as notebook 08's ``llm_profile``)."""
+    best = learner.sort_values("rating", ascending=False, kind="stable")
+    titles = best.loc[best["rating"] >= 4.0, "label"].head(8).tolist() or best["label"].head(8).tolist()
+    text = generation.generate(world.model, world.tokenizer, prompts.profile_prompts(world.tokenizer, [titles]),
+                               max_new_tokens=world.settings["profile_tokens"], batch_size=1, progress=False)[0]
+    return text.strip() or "; ".join(titles)
+
+
+__all__ += ["taste_profile"]
+
+
+# =========================================================================== one round
+@dataclass
+class RoundResult:
+    """Everything a round shows. ``seconds`` holds the time of each step and ``total``."""
+
+    facts: list
+    ratings: pd.DataFrame
+    message: str
+    contexts: dict
+    replies: pd.DataFrame
+    logprobs: pd.DataFrame
+    changes: dict
+    recommendations: dict
+    seconds: dict
+
+
+def play_round(world: World, facts, ratings, message, progress: Callable[[str, float], None] | None = None
+               ) -> RoundResult:
+    """Validate the learner's input, then run the reply and recommendation ladders.
+
+    ``progress(step, fraction)`` is called before each step (the page's progress bar). Raises
+    :class:`InputError` (and nothing has been computed) when the input cannot be used."""
+    report = progress or (lambda step, fraction: None)
+    facts = parse_facts(facts)
+    learner = parse_ratings(ratings, world.labels)
+    message = parse_message(message)
+    seconds, start = {}, time.perf_counter()
+
+    def step(name, fraction, fn):
+        report(name, fraction)
+        t0 = time.perf_counter()
+        value = fn()
+        seconds[name] = time.perf_counter() - t0
+        return value
+
+    contexts = step("persona and retrieval", 0.05, lambda: reply_contexts(world, facts, message))
+    replies, logprobs = step("replies and log-probabilities", 0.15, lambda: reply_ladder(world, contexts, message))
+    profile = step("taste profile", 0.7, lambda: taste_profile(world, learner))
+    recs = step("recommendations", 0.9, lambda: recommendation_ladder(world, learner, profile))
+    report("done", 1.0)
+    seconds["total"] = time.perf_counter() - start
+    return RoundResult(facts, learner, message, contexts, replies, logprobs,
+                       what_changed(replies, logprobs, contexts), recs, seconds)
+
