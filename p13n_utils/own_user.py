@@ -322,11 +322,14 @@ def reply_contexts(world: World, facts: Sequence[str], message: str) -> dict:
     vectors = np.asarray(world.embed(list(facts)), dtype=np.float64)
     persona = int(np.argmax(fp.centroids @ personas.unit(vectors.mean(axis=0))))
     central = fp.describe(persona, world.settings["n_facts"])
+    members = (fp.facts[fp.facts["persona"] == persona].sort_values(["centrality", "fact"], ascending=[False, True])
+               .drop_duplicates("fact")["fact"].head(12).tolist())  # for the explain view
     cache = retrieval.EmbeddingCache(lambda texts: np.asarray(world.embed(texts)))
     picked = retrieval.retrieve("dense", message, list(facts), world.settings["rag_k"], embeddings=cache)
     return {
         "global": {"context": None, "header": prompts.HEADERS["user"], "note": "no context: the same for everyone"},
         "persona": {"context": central, "header": prompts.HEADERS["persona"], "persona": persona,
+                    "n_users": int((fp.assignments == persona).sum()), "members": members,
                     "note": f"the {len(central)} central facts of persona {persona} (nearest to your facts)"},
         "user": {"context": list(facts), "header": prompts.HEADERS["user"],
                  "note": f"all {len(facts)} of your facts"},
