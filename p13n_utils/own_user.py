@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from . import generation, personas, prompts, recsys, retrieval
 
 __all__ = [
-    "InputError", "MIN_STARS", "MAX_STARS", "MAX_FACT_CHARS", "MAX_FACTS", "MAX_MESSAGE_CHARS", "LEVELS",
+    "InputError", "ROUND_TARGET_S", "MIN_STARS", "MAX_STARS", "MAX_FACT_CHARS", "MAX_FACTS", "MAX_MESSAGE_CHARS", "LEVELS",
     "RECOMMENDERS", "movie_labels", "search_titles", "parse_facts", "parse_ratings", "parse_message",
     "fold_in_user", "fold_in_contributions", "genre_persona_of", "World", "build_world", "reply_contexts",
     "reply_ladder", "what_changed", "recommendation_ladder", "RoundResult", "play_round",
@@ -46,6 +46,7 @@ MIN_STARS, MAX_STARS = 0.5, 5.0  # MovieLens' scale (half stars)
 MAX_FACT_CHARS = 300  # a persona fact is one sentence; PersonaChat's are far shorter
 MAX_FACTS = 20
 MAX_MESSAGE_CHARS = 500
+ROUND_TARGET_S = 20  # one round must stay interactive on a 2-core CPU (measured in notebook 12)
 
 LEVELS = ("global", "persona", "user", "user_rag")
 """The reply ladder's prompts: no context; the nearest persona's central facts; all of the
