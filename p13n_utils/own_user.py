@@ -271,15 +271,16 @@ class World:
 
 
 def build_world(cfg, model=None, tokenizer=None, embed: Callable | None = None, user_facts: dict | None = None,
-                ml=None, item_texts: Sequence[str] | None = None) -> World:
+                ml=None, item_texts: Sequence[str] | None = None, with_lm: bool = True) -> World:
     """Load the data and models of a run size (``cfg`` from ``config.setup``) and fit what the
     ladder needs. Every argument after ``cfg`` replaces a default (tests pass tiny ones):
     ``model``/``tokenizer`` (default ``models.load_lm(dtype=cfg["lm.dtype"])``), ``embed``
     (default :func:`p13n_utils.cache.embed`), ``user_facts`` (PersonaChat users' facts),
-    ``ml`` (a :class:`p13n_utils.data.MovieLens`) and ``item_texts`` (one text per movie)."""
+    ``ml`` (a :class:`p13n_utils.data.MovieLens`) and ``item_texts`` (one text per movie).
+    ``with_lm=False`` loads no LM (the recommenders without ``llm_profile`` need none)."""
     from . import cache, data, models, tasks
 
-    if model is None or tokenizer is None:
+    if with_lm and (model is None or tokenizer is None):
         model, tokenizer = models.load_lm(dtype=cfg["lm.dtype"])
     embed = embed or cache.embed
     if user_facts is None:
