@@ -43,7 +43,7 @@ def error_html(message: str) -> str:
 
 def _facts_list(lines, picked=()) -> str:
     if not lines:
-        return "<i>none</i>"
+        return "<div><i>(none)</i></div>"
     return "<ul style='margin:2px 0 2px 16px;padding:0'>" + "".join(
         f"<li>{'<b>' if i in picked else ''}{_e(line)}{'</b>' if i in picked else ''}</li>"
         for i, line in enumerate(lines)) + "</ul>"
