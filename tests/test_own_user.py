@@ -194,3 +194,55 @@ def test_a_round_with_bad_input_raises_input_error_before_computing(tiny_world):
         with pytest.raises(InputError):
             own_user.play_round(tiny_world, facts, ratings, message, progress=lambda *a: calls.append(a))
     assert calls == []
+
+
+# --------------------------------------------------------------------------- the page
+def _find(widget, css_class):
+    """The widget of the form carrying ``css_class`` (depth-first)."""
+    if css_class in getattr(widget, "_dom_classes", ()):
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = _find(child, css_class)
+        if found is not None:
+            return found
+    return None
+
+
+def test_round_html_shows_every_level_and_list_and_escapes_input(tiny_world):
+    from p13n_utils import own_user_app
+
+    result = own_user.play_round(tiny_world, ["i love <b>cats</b> ."], {tiny_world.labels.iloc[0]: 5}, "hi ?")
+    page = own_user_app.round_html(result)
+    assert page.count("class='p13n-reply'") == 4 and page.count("class='p13n-list'") == 5
+    assert "&lt;b&gt;cats&lt;/b&gt;" in page and "<b>cats</b>" not in page
+    assert "p13n-explain" in page
+    assert "&lt;script&gt;" in own_user_app.error_html("<script>")
+
+
+def test_the_form_turns_bad_input_into_a_message_and_good_input_into_an_answer(tiny_world):
+    from html import unescape
+
+    from p13n_utils import own_user_app
+
+    labels = tiny_world.labels
+    app = own_user_app.make_app(tiny_world, ["i like tea ."], {labels.iloc[0]: 4}, "do you like tea ?")
+    go, answer, ratings = _find(app, "p13n-go"), _find(app, "p13n-output"), _find(app, "p13n-ratings")
+    ratings.value = "No Such Movie (1900) = 4"
+    go.click()
+    assert "p13n-error" in answer.value and "No movie 'No Such Movie (1900)'" in unescape(answer.value)
+    ratings.value = f"{labels.iloc[0]} = 12"
+    go.click()
+    assert "from 0.5 to 5.0" in answer.value and not go.disabled
+
+    search, add = _find(app, "p13n-search"), _find(app, "p13n-add")
+    search.value = labels.iloc[2]
+    add.click()
+    assert ratings.value.endswith(f"{labels.iloc[2]} = 4")
+    search.value = "zzz"
+    add.click()
+    assert "No movie 'zzz'" in unescape(_find(app, "p13n-status").value)
+
+    ratings.value = f"{labels.iloc[0]} = 4.5\n{labels.iloc[2]} = 2"
+    go.click()
+    assert answer.value.count("class='p13n-reply'") == 4 and "p13n-error" not in answer.value
+    assert _find(app, "p13n-status").value.startswith("Done in")
