@@ -194,8 +194,7 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p12.ml_k": (4, 8, 8),  # MovieLens genre personas the learner's ratings are matched to
     "p12.n_items": (400, None, None),  # catalog: the N most-rated movies (None: all of latest-small)
     "p12.rag_k": (2, 2, 2),  # own facts retrieved for the user-RAG reply
-    "p12.max_new_tokens": (16, 24, 32),  # length of each reply
-    "p12.profile_tokens": (16, 32, 48),  # length of the LM-written taste profile
+    "p12.max_new_tokens": (16, 24, 32),  # length of each reply and of the LM-written taste profile
 }
 
 

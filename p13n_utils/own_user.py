@@ -251,7 +251,8 @@ class World:
     popularity, segment_popularity, als : fitted recommenders.
     genre_personas : :class:`p13n_utils.personas.GenrePersonas` of the population.
     item_vectors : ndarray (n_items, d), embeddings of the item texts.
-    settings : knobs of a round (``n_facts``, ``rag_k``, ``max_new_tokens``, ``profile_tokens``, ``k``).
+    settings : knobs of a round (``n_facts``, ``rag_k``, ``max_new_tokens`` of each reply and of the
+        taste profile, ``k``).
     """
 
     model: object
@@ -305,7 +306,7 @@ def build_world(cfg, model=None, tokenizer=None, embed: Callable | None = None, 
         als=recsys.ImplicitALS(iterations=cfg["rec.als_iterations"], seed=cfg.seed, use_gpu=False).fit(interactions),
         item_vectors=np.asarray(embed(texts), dtype=np.float32),
         settings={"n_facts": cfg["personas.n_facts"], "rag_k": cfg["p12.rag_k"], "k": cfg["tasks.topk_k"],
-                  "max_new_tokens": cfg["p12.max_new_tokens"], "profile_tokens": cfg["p12.profile_tokens"],
+                  "max_new_tokens": cfg["p12.max_new_tokens"],
                   "batch_size": cfg["lm.batch_size"], "seed": cfg.seed})
 
 
@@ -340,29 +341,75 @@ def reply_contexts(world: World, facts: Sequence[str], message: str) -> dict:
     }
 
 
-def reply_ladder(world: World, contexts: dict, message: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def logprob_matrix(model, tokenizer, prompt_texts: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+    """``out[i, j] = log p(replies[j] | prompt_texts[i])``, summed over the reply's tokens (nats).
+
+    The same numbers as :func:`p13n_utils.generation.score` on every (prompt, reply) pair (prompt
+    tokenized with special tokens, reply without), at a fraction of the cost: each prompt is
+    encoded once and its key/value cache reused for all the replies (as
+    :func:`p13n_utils.recsys_llm.next_token_shared_prefix` does for one next token)."""
+    import copy
+
+    import torch
+
+    pad = generation.pad_id(tokenizer)
+    device = next(model.parameters()).device
+    reply_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in replies]
+    if any(not ids for ids in reply_ids):
+        raise ValueError("every reply needs at least one token")
+    width = max(len(ids) for ids in reply_ids)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in reply_ids], device=device)  # right padding
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in reply_ids], device=device)
+    out = np.zeros((len(prompt_texts), len(replies)))
+    with generation._inference(model):
+        for i, prompt in enumerate(prompt_texts):
+            prompt_ids = tokenizer(prompt, add_special_tokens=True, return_tensors="pt")["input_ids"].to(device)
+            n = prompt_ids.shape[1]
+            first = model(input_ids=prompt_ids, use_cache=True)
+            cache = copy.deepcopy(first.cache)
+            cache.batch_repeat_interleave(len(replies))
+            logits = model(input_ids=ids, attention_mask=torch.cat([torch.ones(len(replies), n, dtype=mask.dtype,
+                                                                                device=device), mask], dim=1),
+                           position_ids=n + torch.arange(width, device=device)[None, :].expand(len(replies), -1),
+                           cache=cache, use_cache=True).logits
+            # the prompt's last position predicts each reply's first token; reply position t the next one
+            logits = torch.cat([first.logits[:, -1:].expand(len(replies), -1, -1), logits[:, :-1]], dim=1)
+            token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            out[i] = (token_lp.double() * mask).sum(dim=1).cpu().numpy()
+    return out
+
+
+__all__ += ["logprob_matrix"]
+
+
+def reply_ladder(world: World, contexts: dict, message: str,
+                 learner: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     """One greedy reply per level and the log-probability of every reply under every level.
+
+    With ``learner`` (their ratings), the LM also writes their taste profile
+    (:func:`taste_profile_prompt`) in the same batch: decoding on a CPU is memory-bound, so a
+    fifth prompt costs almost nothing.
 
     Returns
     -------
     replies : DataFrame, one row per level: ``level, context, reply``.
     logprobs : DataFrame levels × levels: ``logprobs.loc[prompt, reply]`` is log p(reply of
         level ``reply`` | prompt of level ``prompt``), summed over the reply's tokens (nats).
+    profile : the taste profile, or None without ``learner``.
     """
     tok, s = world.tokenizer, world.settings
     prompt_of = {level: prompts.personachat_prompt(tok, message, context=c["context"], header=c["header"])
                  for level, c in contexts.items()}
     levels = list(prompt_of)
-    texts = generation.generate(world.model, tok, [prompt_of[lv] for lv in levels], max_new_tokens=s["max_new_tokens"],
-                                batch_size=s["batch_size"], progress=False)
+    extra = [] if learner is None else [taste_profile_prompt(tok, learner)]
+    texts = generation.generate(world.model, tok, [prompt_of[lv] for lv in levels] + extra,
+                                max_new_tokens=s["max_new_tokens"], batch_size=s["batch_size"], progress=False)
     texts = [t.strip() or "…" for t in texts]
-    pairs = [(p, r) for p in levels for r in range(len(levels))]
-    scored = generation.score(world.model, tok, [prompt_of[p] for p, _ in pairs], [texts[r] for _, r in pairs],
-                              batch_size=s["batch_size"], progress=False)
-    logprobs = pd.DataFrame(scored["logprob_sum"].to_numpy().reshape(len(levels), len(levels)),
+    profile = texts.pop() if extra else None
+    logprobs = pd.DataFrame(logprob_matrix(world.model, tok, [prompt_of[lv] for lv in levels], texts),
                             index=pd.Index(levels, name="prompt"), columns=pd.Index(levels, name="reply"))
     replies = pd.DataFrame({"level": levels, "context": [contexts[lv]["note"] for lv in levels], "reply": texts})
-    return replies, logprobs
+    return replies, logprobs, profile
 
 
 def what_changed(replies: pd.DataFrame, logprobs: pd.DataFrame, contexts: dict) -> dict:
@@ -466,17 +513,16 @@ def recommendation_ladder(world: World, learner: pd.DataFrame, profile: str | No
     return out
 
 
-def taste_profile(world: World, learner: pd.DataFrame) -> str:
-    """The LM's one-sentence description of the learner's taste from their best-rated titles
-    (:func:`p13n_utils.prompts.profile_prompts`, as notebook 08's ``llm_profile``)."""
+def taste_profile_prompt(tokenizer, learner: pd.DataFrame) -> str:
+    """The prompt asking the LM for a one-sentence description of the learner's taste from their
+    best-rated titles (:func:`p13n_utils.prompts.profile_prompts`, as notebook 08's
+    ``llm_profile``): those rated 4 stars or more, else their best ones."""
     best = learner.sort_values("rating", ascending=False, kind="stable")
     titles = best.loc[best["rating"] >= 4.0, "label"].head(8).tolist() or best["label"].head(8).tolist()
-    text = generation.generate(world.model, world.tokenizer, prompts.profile_prompts(world.tokenizer, [titles]),
-                               max_new_tokens=world.settings["profile_tokens"], batch_size=1, progress=False)[0]
-    return text.strip() or "; ".join(titles)
+    return prompts.profile_prompts(tokenizer, [titles])[0]
 
 
-__all__ += ["taste_profile"]
+__all__ += ["taste_profile_prompt"]
 
 
 # =========================================================================== one round
@@ -515,8 +561,8 @@ def play_round(world: World, facts, ratings, message, progress: Callable[[str, f
         return value
 
     contexts = step("persona and retrieval", 0.05, lambda: reply_contexts(world, facts, message))
-    replies, logprobs = step("replies and log-probabilities", 0.15, lambda: reply_ladder(world, contexts, message))
-    profile = step("taste profile", 0.7, lambda: taste_profile(world, learner))
+    replies, logprobs, profile = step("replies, profile and log-probabilities", 0.15,
+                                      lambda: reply_ladder(world, contexts, message, learner))
     recs = step("recommendations", 0.9, lambda: recommendation_ladder(world, learner, profile))
     report("done", 1.0)
     seconds["total"] = time.perf_counter() - start

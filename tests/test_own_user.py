@@ -150,7 +150,7 @@ def tiny_world():
 
     sizes = dict(config.get_sizes("smoke").sizes)
     sizes.update({"p12.pc_k": 2, "p12.ml_k": 2, "p12.n_items": None, "p12.max_new_tokens": 4,
-                  "p12.profile_tokens": 4, "rec.als_iterations": 3})
+                  "rec.als_iterations": 3})
     cfg = config.RunSize(name="smoke", sizes=sizes, seed=0)
     model, tok = _tiny_lm(seed=0)
     user_facts = {0: ["i like tea .", "i love cats ."], 1: ["i like coffee .", "my dog is nice ."],
@@ -246,3 +246,15 @@ def test_the_form_turns_bad_input_into_a_message_and_good_input_into_an_answer(t
     go.click()
     assert answer.value.count("class='p13n-reply'") == 4 and "p13n-error" not in answer.value
     assert _find(app, "p13n-status").value.startswith("Done in")
+
+
+def test_logprob_matrix_equals_scoring_every_pair(tiny_lm):
+    from p13n_utils import generation
+
+    model, tok = tiny_lm(seed=2)
+    prompts_ = ["user : do you like tea ? assistant :", "user : hello my name is cat . assistant : i"]
+    replies = ["yes i like tea .", "no .", "i love cats and dogs ."]
+    got = own_user.logprob_matrix(model, tok, prompts_, replies)
+    pairs = [(p, r) for p in prompts_ for r in replies]
+    want = generation.score(model, tok, [p for p, _ in pairs], [r for _, r in pairs], progress=False)
+    np.testing.assert_allclose(got.ravel(), want["logprob_sum"].to_numpy(), rtol=1e-4, atol=1e-4)
