@@ -382,8 +382,8 @@ def logprob_matrix(model, tokenizer, prompt_texts: Sequence[str], replies: Seque
 __all__ += ["logprob_matrix"]
 
 
-def reply_ladder(world: World, contexts: dict, message: str,
-                 learner: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+def reply_ladder(world: World, contexts: dict, message: str, learner: pd.DataFrame | None = None,
+                 progress: Callable[[str, float], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     """One greedy reply per level and the log-probability of every reply under every level.
 
     With ``learner`` (their ratings), the LM also writes their taste profile
@@ -396,6 +396,8 @@ def reply_ladder(world: World, contexts: dict, message: str,
     logprobs : DataFrame levels × levels: ``logprobs.loc[prompt, reply]`` is log p(reply of
         level ``reply`` | prompt of level ``prompt``), summed over the reply's tokens (nats).
     profile : the taste profile, or None without ``learner``.
+
+    ``progress(step, fraction)``, if given, is told when the scoring starts (after the generation).
     """
     tok, s = world.tokenizer, world.settings
     prompt_of = {level: prompts.personachat_prompt(tok, message, context=c["context"], header=c["header"])
@@ -406,6 +408,8 @@ def reply_ladder(world: World, contexts: dict, message: str,
                                 max_new_tokens=s["max_new_tokens"], batch_size=s["batch_size"], progress=False)
     texts = [t.strip() or "…" for t in texts]
     profile = texts.pop() if extra else None
+    if progress is not None:
+        progress("log-probabilities of every reply under every prompt", 0.6)
     logprobs = pd.DataFrame(logprob_matrix(world.model, tok, [prompt_of[lv] for lv in levels], texts),
                             index=pd.Index(levels, name="prompt"), columns=pd.Index(levels, name="reply"))
     replies = pd.DataFrame({"level": levels, "context": [contexts[lv]["note"] for lv in levels], "reply": texts})
@@ -562,7 +566,7 @@ def play_round(world: World, facts, ratings, message, progress: Callable[[str, f
 
     contexts = step("persona and retrieval", 0.05, lambda: reply_contexts(world, facts, message))
     replies, logprobs, profile = step("replies, profile and log-probabilities", 0.15,
-                                      lambda: reply_ladder(world, contexts, message, learner))
+                                      lambda: reply_ladder(world, contexts, message, learner, progress=report))
     recs = step("recommendations", 0.9, lambda: recommendation_ladder(world, learner, profile))
     report("done", 1.0)
     seconds["total"] = time.perf_counter() - start
