@@ -448,72 +448,88 @@ def _list_frame(world: World, cols: np.ndarray, because: Sequence[str]) -> pd.Da
                          "because": list(because)})
 
 
-def recommendation_ladder(world: World, learner: pd.DataFrame, profile: str | None = None) -> dict:
-    """Top-k lists of :data:`RECOMMENDERS` for a learner's ratings (``item_id, label, rating``).
-
-    Each list is a DataFrame ``rank, title, because`` (the learner's title that contributed most
-    to that item's score; "everyone" for popularity). The dict also holds ``"persona"`` (the
-    genre persona number and its label), ``"profile"`` (the LM-written taste profile) and
-    ``"drivers"`` (per method, the learner's titles in order of their total contribution)."""
-    s = world.settings
-    k = min(s["k"], world.interactions.n_items - len(learner))
-    if k < 1:
-        raise InputError("You rated every movie of the catalog: nothing is left to recommend.")
-    cols = world.interactions.item_cols(learner["item_id"])
-    seen = cols
-    ratings = learner["rating"].to_numpy(dtype=np.float64)
-    order = np.argsort(-ratings, kind="stable")
-    out, drivers = {}, {}
-
-    pop = _top(world.popularity.item_counts_, seen, k)
-    out["popularity"] = _list_frame(world, pop, ["everyone (most rated)"] * len(pop))
-
+def _persona_list(world: World, learner: pd.DataFrame, cols: np.ndarray, k: int) -> tuple[pd.DataFrame, int]:
+    """Persona popularity for the genre persona nearest to the learner; each item's driver is
+    the learner's best-rated title sharing one of the persona's top genres with it."""
     persona = genre_persona_of(world.genre_personas, world.ratings, world.movies, learner)
-    per = _top(world.segment_popularity.segment_scores_[persona], seen, k)
-    top_genres = world.genre_personas.descriptions.set_index("persona").loc[persona, "top_genres"]
-    genres = world.movies.set_index("item_id")["genres"]
-    def genre_driver(col):  # noqa: E306 — the learner's best-rated title sharing a persona genre
-        wanted = set(genres.iloc[col].split("|")) & set(top_genres)
-        for i in order:
-            if wanted & set(genres.iloc[cols[i]].split("|")):
-                return learner["label"].iloc[i]
-        return "your persona"
-    out["persona_popularity"] = _list_frame(world, per, [genre_driver(c) for c in per])
+    top = _top(world.segment_popularity.segment_scores_[persona], cols, k)
+    top_genres = set(world.genre_personas.descriptions.set_index("persona").loc[persona, "top_genres"])
+    genres = world.movies["genres"].str.split("|")  # one row per matrix column
+    best_first = np.argsort(-learner["rating"].to_numpy(), kind="stable")
+    because = []
+    for col in top:
+        wanted = set(genres.iloc[col]) & top_genres
+        match = [i for i in best_first if wanted & set(genres.iloc[cols[i]])]
+        because.append(learner["label"].iloc[match[0]] if match else "your persona")
+    return _list_frame(world, top, because), persona
 
+
+def _als_list(world: World, learner: pd.DataFrame, cols: np.ndarray, k: int) -> tuple[pd.DataFrame, list]:
+    """ALS with the learner folded in (the movies rated 4 stars or more; all of them if none);
+    each item's driver is the liked movie with the largest share of its score."""
     als = world.als
-    liked = cols[ratings >= 4.0] if (ratings >= 4.0).any() else cols
+    ratings = learner["rating"].to_numpy()
+    liked = np.unique(cols[ratings >= 4.0] if (ratings >= 4.0).any() else cols)
     reg, alpha = als.params["regularization"], als.params["alpha"]
-    x = fold_in_user(als.item_factors_, liked, reg, alpha)
-    rec = _top(als.item_factors_ @ x, seen, k)
-    contrib = fold_in_contributions(als.item_factors_, liked, rec, reg, alpha)
-    liked_sorted = np.unique(liked)
+    top = _top(als.item_factors_ @ fold_in_user(als.item_factors_, liked, reg, alpha), cols, k)
+    shares = fold_in_contributions(als.item_factors_, liked, top, reg, alpha)  # columns follow `liked`
     label_of = dict(zip(cols, learner["label"]))
-    out["als_fold_in"] = _list_frame(world, rec, [label_of[liked_sorted[j]] for j in contrib.argmax(axis=1)])
-    drivers["als_fold_in"] = [label_of[liked_sorted[j]] for j in np.argsort(-contrib.sum(axis=0))]
+    return (_list_frame(world, top, [label_of[liked[j]] for j in shares.argmax(axis=1)]),
+            [label_of[liked[j]] for j in np.argsort(-shares.sum(axis=0))])
 
+
+def _content_list(world: World, learner: pd.DataFrame, cols: np.ndarray, k: int) -> tuple[pd.DataFrame, list]:
+    """Content embedding (:class:`p13n_utils.recsys.ContentRecommender` on the learner's one-row
+    matrix); each item's driver is the rated movie with the largest term of its score."""
+    ratings = learner["rating"].to_numpy(dtype=np.float64)
     row = sp.csr_matrix((ratings.astype(np.float32), (np.zeros(len(cols), dtype=np.int64), cols)),
                         shape=(1, world.interactions.n_items))
     weighting = "liked" if (ratings >= 4.0).any() else "centered" if len(set(ratings)) > 1 else "uniform"
     content = recsys.ContentRecommender(world.item_vectors, weighting=weighting).fit(row)
+    top = _top(content.score([0])[0], cols, k)
+    weights = {"liked": (ratings >= 4.0).astype(float), "centered": ratings - ratings.mean(),
+               "uniform": np.ones_like(ratings)}[weighting]
     emb = content.item_embeddings
-    con = _top(content.score([0])[0], seen, k)
-    weights = np.asarray(row.toarray()[0, cols])
-    weights = (weights >= 4.0) if weighting == "liked" else (weights - weights.mean() if weighting == "centered"
-                                                             else np.ones_like(weights))
-    parts = (emb[con] @ emb[cols].T) * weights[None, :]
-    out["content_embed"] = _list_frame(world, con, learner["label"].iloc[parts.argmax(axis=1)].tolist())
-    drivers["content_embed"] = learner["label"].iloc[np.argsort(-parts.sum(axis=0))].tolist()
+    terms = (emb[top] @ emb[cols].T) * weights[None, :]  # the user vector is sum_j w_j e_j
+    return (_list_frame(world, top, learner["label"].iloc[terms.argmax(axis=1)].tolist()),
+            learner["label"].iloc[np.argsort(-terms.sum(axis=0))].tolist())
 
+
+def _profile_list(world: World, learner: pd.DataFrame, cols: np.ndarray, k: int,
+                  profile: str) -> tuple[pd.DataFrame, list]:
+    """The movies closest to the embedded taste profile; each item's driver is the nearest of
+    the learner's five best-rated movies (those the profile was written from)."""
+    emb = world.item_vectors / np.maximum(np.linalg.norm(world.item_vectors, axis=1, keepdims=True), 1e-12)
+    top = _top(emb @ np.asarray(world.embed([profile]), dtype=np.float32)[0], cols, k)
+    best = np.argsort(-learner["rating"].to_numpy(), kind="stable")[:5]
+    nearest = (emb[top] @ emb[cols[best]].T).argmax(axis=1)
+    labels = learner["label"].iloc[best]
+    return _list_frame(world, top, labels.iloc[nearest].tolist()), labels.tolist()
+
+
+def recommendation_ladder(world: World, learner: pd.DataFrame, profile: str | None = None) -> dict:
+    """Top-k lists of :data:`RECOMMENDERS` for a learner's ratings (``item_id, label, rating``).
+
+    Each list is a DataFrame ``rank, title, because`` (the learner's title that contributed most
+    to that item's score; "everyone" for popularity); the movies the learner rated are never
+    recommended. ``llm_profile`` needs ``profile`` (:func:`taste_profile_prompt`). The dict also
+    holds ``"persona"`` (the genre persona's number, label and top genres), ``"profile"`` and
+    ``"drivers"`` (per method, the learner's titles in order of their total contribution)."""
+    k = min(world.settings["k"], world.interactions.n_items - len(learner))
+    if k < 1:
+        raise InputError("You rated every movie of the catalog: nothing is left to recommend.")
+    cols = world.interactions.item_cols(learner["item_id"])
+    pop = _top(world.popularity.item_counts_, cols, k)
+    out = {"popularity": _list_frame(world, pop, ["everyone (most rated)"] * len(pop))}
+    out["persona_popularity"], persona = _persona_list(world, learner, cols, k)
+    drivers = {}
+    out["als_fold_in"], drivers["als_fold_in"] = _als_list(world, learner, cols, k)
+    out["content_embed"], drivers["content_embed"] = _content_list(world, learner, cols, k)
     if profile is not None:
-        vec = np.asarray(world.embed([profile]), dtype=np.float32)[0]
-        prof = _top(emb @ vec, seen, k)
-        nearest = (emb[prof] @ emb[cols[order[:5]]].T).argmax(axis=1)
-        out["llm_profile"] = _list_frame(world, prof, learner["label"].iloc[order[:5]].iloc[nearest].tolist())
-        drivers["llm_profile"] = learner["label"].iloc[order[:5]].tolist()
-    out["persona"] = {"number": persona, "label": world.genre_personas.descriptions.set_index("persona")
-                      .loc[persona, "label"], "top_genres": list(top_genres)}
-    out["profile"] = profile
-    out["drivers"] = drivers
+        out["llm_profile"], drivers["llm_profile"] = _profile_list(world, learner, cols, k, profile)
+    desc = world.genre_personas.descriptions.set_index("persona").loc[persona]
+    out["persona"] = {"number": persona, "label": desc["label"], "top_genres": list(desc["top_genres"])}
+    out["profile"], out["drivers"] = profile, drivers
     return out
 
 
