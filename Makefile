@@ -7,7 +7,7 @@ PINS   := requirements.txt requirements-models.txt pyproject.toml
 HASH   := $(shell cat $(PINS) | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(HASH)
 SIZE ?= default
-UNIT   := not notebooks and not determinism and not model and not slow and not colab
+UNIT   := not notebooks and not determinism and not model and not slow and not colab and not browser
 
 .PHONY: run test unit venv clean
 

@@ -36,6 +36,9 @@ SLOW = {
     "test_dpo_loss_equals_trl_dpo_trainer": "imports trl and builds its DPOTrainer (~30 s)",
     "test_collaborative_filtering_beats_popularity": "trains ALS and BPR to convergence (~8 s)",
     "test_table_and_figure": "draws the taxonomy figure with matplotlib (~7 s)",
+    "test_a_round_gives_every_level": "builds notebook 12's tiny world: personas, ALS, a tiny LM (~10 s)",
+    "test_round_html_shows_every_level": "builds notebook 12's tiny world when run alone (~10 s)",
+    "test_the_form_turns_bad_input": "builds notebook 12's tiny world when run alone (~10 s)",
 }
 
 

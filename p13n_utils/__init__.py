@@ -5,7 +5,8 @@ cache, loaders), splits, profiles (the four kinds of user data), synthetic (test
 generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
 personas, training (the engine every trainer shares), adapters (the adapter lifecycle), finetune,
 alignment, recsys, recsys_classic (EASE, item-kNN, SAR, BPR with uniform negatives), torch_als,
-recsys_llm, metrics, metric_registry (one meaning per metric name), plotting, results (the results
+recsys_llm, own_user and own_user_app (notebook 12: a learner's own round through the ladder, and
+its page), metrics, metric_registry (one meaning per metric name), plotting, results (the results
 contract: rows, evaluation-set ids, per-user values), lesson, exercises, run (the
 papermill runner), taxonomy.
 """

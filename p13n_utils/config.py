@@ -189,6 +189,12 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "rec.llm_users": (2, 30, 200),  # test users whose CF candidates the LM reranks / profiles
     "rec.rerank_candidates": (5, 20, 20),  # top-N of the best CF model the LM reranks
     "rec.profile_tokens": (16, 32, 60),  # max new tokens of an LM-written user profile
+    # 12_your_own_user (a round must stay interactive: ~20 s on a 2-core CPU)
+    "p12.pc_k": (4, 10, 10),  # PersonaChat fact personas the learner's facts are matched to
+    "p12.ml_k": (4, 8, 8),  # MovieLens genre personas the learner's ratings are matched to
+    "p12.n_items": (400, None, None),  # catalog: the N most-rated movies (None: all of latest-small)
+    "p12.rag_k": (2, 2, 2),  # own facts retrieved for the user-RAG reply
+    "p12.max_new_tokens": (16, 24, 32),  # length of each reply and of the LM-written taste profile
 }
 
 

@@ -298,6 +298,18 @@ def test_a_trained_adapter_moves_the_score(smoke_dir):
 
 
 @pytest.mark.notebooks
+def test_12_shows_every_level_and_list(smoke_dir):
+    """12 runs its default learner headless: the replies of the persona and user levels differ
+    from the global one, and five lists of ten are shown side by side."""
+    smoke_run("12_your_own_user", smoke_dir)
+    executed = nbformat.read(smoke_dir / "notebooks" / "12_your_own_user.ipynb", as_version=4)
+    shown = "\n".join(comparable_output(c) + "".join(o.get("data", {}).get("text/markdown", "") for o in c.outputs)
+                      for c in executed.cells if c.cell_type == "code")
+    assert "one round (" in shown and "3 of the 3 personalized replies differ" in shown, shown[-2000:]
+    assert all(m in shown for m in ("popularity", "persona_popularity", "als_fold_in", "content_embed", "llm_profile"))
+
+
+@pytest.mark.notebooks
 @pytest.mark.determinism
 def test_08_gives_the_same_rows_twice(smoke_dir, tmp_path):
     """Two smoke runs of 08 record identical rows (seeded, single-threaded where it compares)."""
