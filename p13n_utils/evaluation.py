@@ -1,0 +1,418 @@
+"""Notebook 09's analysis of the series' results: the ladder across tasks, its multiple-comparison
+correction, the matched controls, direct vs indirect rankings and seed variance.
+
+Everything here reads the rows the runner collected (:func:`load_summary`) and, where they were
+recorded, per-user values (a long frame ``task, metric, method, user, value``), so the notebook
+only calls and shows.
+
+* :func:`load_summary` — the rows of 00-08 of one run size, with a clear error saying which
+  command to run when they are missing.
+* :func:`paired_test` / :func:`approx_test` — a difference with its 95% interval and a two-sided
+  p-value: from the paired bootstrap over users when per-user values exist, else a normal
+  approximation from the two rows' intervals (unpaired, so conservative).
+* :func:`holm` / :func:`benjamini_hochberg` — adjusted p-values (minimal, shown in 09).
+* :func:`ladder` — for every task and metric, the best method at each granularity against the
+  global baseline of the same evaluation set; :func:`control_table` — each user-level method
+  against global and against its matched control (another user's data).
+* :func:`kendall_tau` / :func:`tau_interval` — agreement of two rankings of methods.
+* :func:`seed_spread` — a recommender refitted over seeds: spread over seeds vs over users.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import config
+
+EVALUATION_NOTEBOOK = "09_evaluation"
+LEVEL_ORDER = ("global", "persona", "user")
+
+# Direction of each ladder metric (True: lower is better). The registry of the results
+# contract wins where it exists (``results.METRICS``); this is the fallback.
+LOWER_IS_BETTER = {"ppl": True, "mae": True, "rmse": True, "rougeL": False, "persona_sim": False,
+                   "pref_acc": False, "ndcg@10": False, "recall@10": False, "map@10": False}
+
+# Methods that are not candidates for "best at a level": matched controls and floors.
+CONTROL_METHODS = ("shuffled_user", "random")
+_NOT_A_RUNG = re.compile(r"(?:_other_user$|_k\d+$)")
+# Matched controls named by hand (another user's data fed the same way); ``<m>_other_user``
+# is found by name.
+NAMED_CONTROLS = {"contextual": "shuffled_user", "profile_augmented": "shuffled_user",
+                  "refined_prompt": "shuffled_user"}
+
+
+class ResultsMissing(FileNotFoundError):
+    """The rows 09 reads do not exist yet; the message names the command that writes them."""
+
+
+# --------------------------------------------------------------------------- loading
+def run_command(size: str) -> str:
+    """The command that writes the rows of 00-08 in ``size``."""
+    return f"python -m p13n_utils.run --size {size} --only 00 01 02 03 04 05 06 07 08"
+
+
+def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None = None) -> dict:
+    """The runner's rows of the notebooks before 09, for run size ``size``.
+
+    Under the runner (env ``P13N_RESULTS`` names 09's own rows file) the records of the
+    notebooks already executed in this run are read from ``<build>/results/*.json``; otherwise,
+    or if there are none, the aggregated ``results.json`` of that size (``figures/`` for the
+    default size, ``build/<size>/figures/`` for another, see :func:`p13n_utils.run.output_dirs`).
+
+    Returns ``{"notebooks": [...], "rows": [...]}`` (each row with its ``notebook``). Raises
+    :class:`ResultsMissing` naming the command to run, or ValueError if the file holds another
+    run size."""
+    from .run import output_dirs
+
+    size = config.validate_size(size)
+    default_build, default_out = output_dirs(size)
+    if build_dir is None:
+        env = os.environ.get("P13N_RESULTS")
+        build_dir = Path(env).parent.parent if env else default_build
+    out_dir = Path(out_dir or default_out)
+    records = [json.loads(p.read_text()) for p in sorted(Path(build_dir, "results").glob("*.json"))
+               if p.stem < EVALUATION_NOTEBOOK]
+    if records and os.environ.get("P13N_RESULTS"):
+        summary = {"notebooks": [{k: r.get(k) for k in ("notebook", "size", "seconds")} for r in records],
+                   "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]]}
+    else:
+        path = out_dir / "results.json"
+        if not path.exists():
+            raise ResultsMissing(
+                f"no results of the {size!r} size at {config.display_path(path)}: notebook 09 analyses the "
+                f"rows of 00-08. Run them first:\n    {run_command(size)}")
+        summary = json.loads(path.read_text())
+    sizes = {n.get("size") for n in summary["notebooks"]}
+    if sizes - {size}:
+        raise ValueError(f"the results hold run size(s) {sorted(sizes - {size})}, not {size!r}; "
+                         f"run:\n    {run_command(size)}")
+    if not summary["rows"]:
+        raise ResultsMissing(f"the {size!r} results hold no rows; run:\n    {run_command(size)}")
+    return summary
+
+
+def rows_frame(summary: dict) -> pd.DataFrame:
+    """The rows as a DataFrame with a ``set`` column: the row's ``set_id`` where it has one, else
+    ``"<task>/n=<n>"`` (rows of one task on the same number of users are taken as one
+    evaluation set: an assumption that per-user values check where they exist)."""
+    frame = pd.DataFrame(summary["rows"])
+    if frame.empty:
+        raise ValueError("no rows")
+    fallback = frame["task"] + "/n=" + frame["n"].astype("Int64").astype(str)
+    frame["set"] = frame["set_id"].fillna(fallback) if "set_id" in frame else fallback
+    return frame
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower ``metric`` is better: from the results registry where it exists, else
+    :data:`LOWER_IS_BETTER`. Unknown metric -> ValueError listing the known ones."""
+    from . import results
+
+    registry = getattr(results, "METRICS", None)
+    if registry and metric in registry:
+        entry = registry[metric]
+        direction = entry.get("direction") if isinstance(entry, Mapping) else getattr(entry, "direction", None)
+        if direction in ("lower", "higher"):
+            return direction == "lower"
+    if metric not in LOWER_IS_BETTER:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(LOWER_IS_BETTER)}")
+    return LOWER_IS_BETTER[metric]
+
+
+# --------------------------------------------------------------------------- tests of one difference
+def bootstrap_p_value(diff: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Two-sided p-value of "mean difference = 0" from the paired bootstrap, and the resampled means.
+
+    Resample the per-user differences with replacement ``n_resamples`` times; the p-value is
+    twice the smaller share of resampled means on either side of 0 (with +1 in numerator and
+    denominator, so it is never exactly 0): the smallest level at which the percentile
+    interval excludes 0."""
+    diff = np.asarray(diff, dtype=float)
+    if diff.ndim != 1 or diff.size == 0 or not np.all(np.isfinite(diff)):
+        raise ValueError("need a non-empty 1-d array of finite per-user differences")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)
+    tail = min((means <= 0).sum(), (means >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (n_resamples + 1))), means
+
+
+def paired_test(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """``a - b`` on the users both cover (Series indexed by user): mean, 95% percentile interval,
+    bootstrap p-value (:func:`bootstrap_p_value`), ``n`` and ``kind="paired"``."""
+    users = a.index.intersection(b.index)
+    if users.empty:
+        raise ValueError("a and b share no users: nothing to pair")
+    diff = (a.loc[users] - b.loc[users]).to_numpy(dtype=float)
+    p, means = bootstrap_p_value(diff, n_resamples, seed)
+    lower, upper = np.quantile(means, [0.025, 0.975])
+    return {"diff": float(diff.mean()), "lower": float(lower), "upper": float(upper), "p": p,
+            "n": int(diff.size), "kind": "paired"}
+
+
+def approx_test(row_a: Mapping, row_b: Mapping) -> dict:
+    """``a - b`` from two rows' values and 95% intervals when no per-user values exist: each
+    interval's half-width / 1.96 as its standard error, the two treated as independent
+    (unpaired: conservative when the users are the same), a normal p-value. ``kind="unpaired"``;
+    ``"untestable"`` with p = NaN when both intervals have zero width (e.g. one user)."""
+    from scipy.stats import norm
+
+    if row_a.get("lower") is None or row_b.get("lower") is None:
+        raise ValueError("both rows need an interval (lower, upper) for an approximate test")
+    se = math.hypot((row_a["upper"] - row_a["lower"]) / 3.92, (row_b["upper"] - row_b["lower"]) / 3.92)
+    diff = row_a["value"] - row_b["value"]
+    if se == 0:  # one user, or every user alike: no spread to test against
+        return {"diff": float(diff), "lower": float(diff), "upper": float(diff), "p": float("nan"),
+                "n": int(min(row_a.get("n") or 0, row_b.get("n") or 0)), "kind": "untestable"}
+    p = float(2 * norm.sf(abs(diff) / se))
+    return {"diff": float(diff), "lower": float(diff - 1.96 * se), "upper": float(diff + 1.96 * se), "p": p,
+            "n": int(min(row_a.get("n") or 0, row_b.get("n") or 0)), "kind": "unpaired"}
+
+
+# --------------------------------------------------------------------------- multiple comparisons
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error rate).
+
+    Sort the m p-values; the i-th smallest (i = 0..m-1) becomes ``(m - i) * p``, made
+    non-decreasing along the sorted order and capped at 1. Reject where adjusted <= alpha."""
+    p = _check_p(p_values)
+    order = np.argsort(p)
+    m = p.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate).
+
+    Sort the m p-values; the i-th smallest (i = 1..m) becomes ``p * m / i``, made
+    non-increasing from the largest down (a running minimum) and capped at 1."""
+    p = _check_p(p_values)
+    order = np.argsort(p)
+    m = p.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def _check_p(p_values) -> np.ndarray:
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError("need a non-empty 1-d sequence of p-values")
+    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    return p
+
+
+def correction_table(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """``tests`` (one row per comparison with a ``p`` column) with Holm and BH adjusted p-values
+    and whether each claim survives at ``alpha``; rows whose p is NaN (untestable) are left out."""
+    out = tests[tests["p"].notna()].copy()
+    if out.empty:
+        raise ValueError("no testable comparison (every p-value is NaN)")
+    out["p_holm"] = holm(out["p"])
+    out["p_bh"] = benjamini_hochberg(out["p"])
+    out["raw"] = out["p"] <= alpha
+    out["holm"] = out["p_holm"] <= alpha
+    out["bh"] = out["p_bh"] <= alpha
+    return out
+
+
+# --------------------------------------------------------------------------- the ladder
+def _compare(a: Mapping, b: Mapping, per_user: pd.DataFrame | None, n_resamples: int, seed: int) -> dict:
+    """Paired test of row ``a`` against row ``b`` where both have per-user values, else
+    :func:`approx_test`."""
+    if per_user is not None and not per_user.empty:
+        def values(row):
+            part = per_user[(per_user["task"] == row["task"]) & (per_user["metric"] == row["metric"])
+                            & (per_user["method"] == row["method"])]
+            if "notebook" in part and "notebook" in row:
+                part = part[part["notebook"] == row["notebook"]]
+            return part.set_index("user")["value"]
+        va, vb = values(a), values(b)
+        if len(va.index.intersection(vb.index)) >= 2:
+            return paired_test(va, vb, n_resamples, seed)
+    return approx_test(a, b)
+
+
+def _rungs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that may be a rung: not a control, a floor or a k-sweep point."""
+    keep = ~frame["method"].isin(CONTROL_METHODS) & ~frame["method"].str.contains(_NOT_A_RUNG)
+    return frame[keep & frame["lower"].notna()]
+
+
+def _best(part: pd.DataFrame, lower: bool) -> pd.Series:
+    return part.sort_values(["value", "method"], ascending=[lower, True]).iloc[0]
+
+
+def ladder(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, metrics: Sequence[str] | None = None,
+           n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """For every task, metric and evaluation set (``rows_frame``'s ``set``) that has a global
+    row: the best method at each level, and its difference from the best global method
+    (``diff, lower, upper, p, kind``; ``better`` is the difference in the good direction).
+
+    ``metrics``: default every metric of :data:`LOWER_IS_BETTER` present; an unknown name raises
+    ValueError."""
+    metrics = list(metrics) if metrics is not None else [m for m in LOWER_IS_BETTER if m in set(frame["metric"])]
+    out = []
+    for metric in metrics:
+        lower = lower_is_better(metric)
+        part_m = _rungs(frame[frame["metric"] == metric])
+        for (task, set_), part in part_m.groupby(["task", "set"], sort=True):
+            if "global" not in set(part["level"]):
+                continue
+            base = _best(part[part["level"] == "global"], lower)
+            for level in LEVEL_ORDER:
+                if level not in set(part["level"]):
+                    continue
+                best = _best(part[part["level"] == level], lower)
+                test = ({"diff": 0.0, "lower": 0.0, "upper": 0.0, "p": 1.0, "n": int(best["n"]), "kind": "baseline"}
+                        if level == "global" else _compare(best, base, per_user, n_resamples, seed))
+                out.append({"task": task, "metric": metric, "set": set_, "level": level,
+                            "method": best["method"], "notebook": best.get("notebook"), "value": best["value"],
+                            "baseline": base["method"], **test,
+                            "better": -test["diff"] if lower else test["diff"]})
+    return pd.DataFrame(out)
+
+
+def control_of(method: str, methods: Sequence[str]) -> str | None:
+    """The matched control of a user-level ``method`` among ``methods``: ``<method>_other_user``
+    if recorded, else :data:`NAMED_CONTROLS`; None if it has none."""
+    if f"{method}_other_user" in methods:
+        return f"{method}_other_user"
+    named = NAMED_CONTROLS.get(method)
+    return named if named in methods else None
+
+
+def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_resamples: int = 2000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Every user-level method that has a matched control, on each ladder metric: its difference
+    from the best global method of the same set and from its control (another user's data fed
+    the same way). ``survives`` says the difference from the control is significant in the good
+    direction (its interval excludes 0)."""
+    out = []
+    for metric in [m for m in LOWER_IS_BETTER if m in set(frame["metric"])]:
+        lower = lower_is_better(metric)
+        for (task, set_), part in frame[(frame["metric"] == metric) & frame["lower"].notna()].groupby(["task", "set"]):
+            glob = _rungs(part[part["level"] == "global"])
+            by_method = part.set_index("method")
+            for method in part.loc[part["level"] == "user", "method"]:
+                control = control_of(method, list(by_method.index))
+                if control is None or glob.empty:
+                    continue
+                row, ctrl, base = by_method.loc[method], by_method.loc[control], _best(glob, lower)
+                row = {**row.to_dict(), "method": method, "task": task, "metric": metric}
+                vs_global = _compare(row, {**base.to_dict(), "task": task, "metric": metric}, per_user, n_resamples, seed)
+                vs_control = _compare(row, {**ctrl.to_dict(), "method": control, "task": task, "metric": metric},
+                                      per_user, n_resamples, seed)
+                good = lambda t: t["upper"] < 0 if lower else t["lower"] > 0  # noqa: E731  interval on the good side of 0
+                out.append({"task": task, "metric": metric, "set": set_, "method": method, "control": control,
+                            "baseline": base["method"], "vs_global": vs_global["diff"],
+                            "vs_global_lower": vs_global["lower"], "vs_global_upper": vs_global["upper"],
+                            "vs_control": vs_control["diff"], "vs_control_lower": vs_control["lower"],
+                            "vs_control_upper": vs_control["upper"], "p_control": vs_control["p"],
+                            "kind": vs_control["kind"], "beats_global": good(vs_global),
+                            "survives": good(vs_control)})
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- rankings
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between two score lists of the same methods (ties counted as in tau-b)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError("need two 1-d score lists of the same length >= 2")
+    i, j = np.triu_indices(x.size, k=1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    denom = math.sqrt((sx != 0).sum() * (sy != 0).sum())
+    return float((sx * sy).sum() / denom) if denom else float("nan")
+
+
+def tau_interval(direct: pd.DataFrame, indirect: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Kendall tau between two rankings of the same signals with a bootstrap interval.
+
+    ``direct`` / ``indirect``: one row per signal (same index, same order) with ``value, lower,
+    upper``, already oriented so that higher is better. Each resample draws every signal's
+    score from a normal with its row's value and standard error (interval half-width / 1.96), a
+    parametric bootstrap over the users behind each row, and recomputes tau."""
+    if not direct.index.equals(indirect.index):
+        raise ValueError("direct and indirect must list the same signals in the same order")
+    rng = np.random.default_rng(seed)
+    se = lambda f: ((f["upper"] - f["lower"]) / 3.92).to_numpy(dtype=float)  # noqa: E731
+    draws_d = rng.normal(direct["value"].to_numpy(float), se(direct), size=(n_resamples, len(direct)))
+    draws_i = rng.normal(indirect["value"].to_numpy(float), se(indirect), size=(n_resamples, len(indirect)))
+    taus = np.array([kendall_tau(a, b) for a, b in zip(draws_d, draws_i)])
+    taus = taus[np.isfinite(taus)]
+    lower, upper = np.quantile(taus, [0.025, 0.975]) if taus.size else (float("nan"), float("nan"))
+    return {"tau": kendall_tau(direct["value"], indirect["value"]), "lower": float(lower),
+            "upper": float(upper), "n": len(direct)}
+
+
+# The same signal judged directly (rating MAE of the predictor built from it) and indirectly
+# (NDCG@10 of the recommender it feeds): item averages, genre-persona averages, the user's own
+# ratings (user + item biases vs matrix factorisation of the user's history).
+DIRECT_INDIRECT = (("item averages", "global", "item_mean", "popularity"),
+                   ("persona averages", "persona", "persona_item_mean", "persona_popularity"),
+                   ("the user's own ratings", "user", "user_item_bias", "als"))
+
+
+def direct_vs_indirect(frame: pd.DataFrame, pairs=DIRECT_INDIRECT, direct=("movielens-rating", "mae"),
+                       indirect=("movielens-topk", "ndcg@10"), n_resamples: int = 2000, seed: int = 0):
+    """The signals of ``pairs`` (``label, level, direct method, indirect method``) judged both
+    ways: a table of both scores and :func:`tau_interval` of the two rankings (direct scores
+    negated where lower is better). Uses the first row of each method (its defining notebook)."""
+    def pick(task, metric, method):
+        part = frame[(frame["task"] == task) & (frame["metric"] == metric) & (frame["method"] == method)]
+        if part.empty:
+            raise ValueError(f"no {task} {metric} row for {method!r}")
+        return part.sort_values("notebook").iloc[0]
+    table = []
+    for label, level, d_method, i_method in pairs:
+        d, i = pick(*direct, d_method), pick(*indirect, i_method)
+        table.append({"signal": label, "level": level, "direct method": d_method, f"direct {direct[1]}": d["value"],
+                      "d_lower": d["lower"], "d_upper": d["upper"], "indirect method": i_method,
+                      f"indirect {indirect[1]}": i["value"], "i_lower": i["lower"], "i_upper": i["upper"]})
+    table = pd.DataFrame(table).set_index("signal")
+    sign = -1.0 if lower_is_better(direct[1]) else 1.0
+    d = pd.DataFrame({"value": sign * table[f"direct {direct[1]}"], "lower": sign * table["d_upper" if sign < 0 else "d_lower"],
+                      "upper": sign * table["d_lower" if sign < 0 else "d_upper"]})
+    i = table[[f"indirect {indirect[1]}", "i_lower", "i_upper"]].set_axis(["value", "lower", "upper"], axis=1)
+    return table, tau_interval(d, i, n_resamples, seed)
+
+
+# --------------------------------------------------------------------------- seed variance
+def seed_spread(make_model: Callable[[int], object], split, seeds: Sequence[int], k: int = 10,
+                n_resamples: int = 2000) -> dict:
+    """Refit ``make_model(seed)`` on ``split`` for each seed; compare the spread of the mean
+    NDCG@k over seeds with its spread over users.
+
+    Returns ``{"per_seed": Series of mean NDCG@k by seed, "seed_sd": sd over seeds (ddof=1),
+    "seed_sd_lower"/"seed_sd_upper": a bootstrap interval of that sd over the seeds,
+    "user_se": the bootstrap standard error of the mean over users (first seed), "n_users"}``."""
+    from .recsys import evaluate
+    from .results import bootstrap_ci
+
+    if len(seeds) < 2:
+        raise ValueError("need at least 2 seeds for a spread")
+    per_seed, first = {}, None
+    for seed in seeds:
+        table, _ = evaluate(make_model(seed).fit(split.train.matrix), split, k=k)
+        per_seed[seed] = float(table[f"ndcg@{k}"].mean())
+        first = table[f"ndcg@{k}"].to_numpy() if first is None else first
+    values = np.array(list(per_seed.values()))
+    sd, lower, upper = bootstrap_ci(values, n_resamples=n_resamples, statistic=lambda v: np.std(v, ddof=1))
+    rng = np.random.default_rng(0)
+    boot = first[rng.integers(0, first.size, size=(n_resamples, first.size))].mean(axis=1)
+    return {"per_seed": pd.Series(per_seed, name=f"ndcg@{k}"), "seed_sd": sd, "seed_sd_lower": lower,
+            "seed_sd_upper": upper, "user_se": float(boot.std(ddof=1)), "n_users": int(first.size)}
