@@ -99,6 +99,19 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
     return summary
 
 
+def load_per_user(summary: dict) -> pd.DataFrame | None:
+    """Per-user values of the rows (long frame ``notebook, task, metric, method, user, value``)
+    through the results contract's ``results.load_per_user`` where it exists, else None (then
+    every comparison falls back to :func:`approx_test`)."""
+    from . import results
+
+    loader = getattr(results, "load_per_user", None)
+    if loader is None:
+        return None
+    frame = loader(summary)
+    return None if frame is None or len(frame) == 0 else frame
+
+
 def rows_frame(summary: dict) -> pd.DataFrame:
     """The rows as a DataFrame with a ``set`` column: the row's ``set_id`` where it has one, else
     ``"<task>/n=<n>"`` (rows of one task on the same number of users are taken as one
@@ -247,9 +260,10 @@ def _compare(a: Mapping, b: Mapping, per_user: pd.DataFrame | None, n_resamples:
 
 
 def _rungs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows that may be a rung: not a control, a floor or a k-sweep point."""
+    """Rows that may be a rung: not a control, a floor or a k-sweep point, with an interval over
+    at least 2 users."""
     keep = ~frame["method"].isin(CONTROL_METHODS) & ~frame["method"].str.contains(_NOT_A_RUNG)
-    return frame[keep & frame["lower"].notna()]
+    return frame[keep & frame["lower"].notna() & (frame["n"].fillna(0) >= 2)]
 
 
 def _best(part: pd.DataFrame, lower: bool) -> pd.Series:
@@ -317,7 +331,8 @@ def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_r
                 vs_control = _compare(row, {**ctrl.to_dict(), "method": control, "task": task, "metric": metric},
                                       per_user, n_resamples, seed)
                 good = lambda t: t["upper"] < 0 if lower else t["lower"] > 0  # noqa: E731  interval on the good side of 0
-                out.append({"task": task, "metric": metric, "set": set_, "method": method, "control": control,
+                out.append({"task": task, "metric": metric, "set": set_, "method": method, "n": int(row["n"]),
+                            "control": control,
                             "baseline": base["method"], "vs_global": vs_global["diff"],
                             "vs_global_lower": vs_global["lower"], "vs_global_upper": vs_global["upper"],
                             "vs_control": vs_control["diff"], "vs_control_lower": vs_control["lower"],
@@ -416,3 +431,57 @@ def seed_spread(make_model: Callable[[int], object], split, seeds: Sequence[int]
     boot = first[rng.integers(0, first.size, size=(n_resamples, first.size))].mean(axis=1)
     return {"per_seed": pd.Series(per_seed, name=f"ndcg@{k}"), "seed_sd": sd, "seed_sd_lower": lower,
             "seed_sd_upper": upper, "user_se": float(boot.std(ddof=1)), "n_users": int(first.size)}
+
+
+# --------------------------------------------------------------------------- the figure
+def plot_ladder(ladder_table: pd.DataFrame, controls: pd.DataFrame | None = None):
+    """One figure for the whole ladder: each persona and user rung as its gain over the global
+    baseline of the same evaluation set, in units of that baseline (``better / |global value|``,
+    so every metric reads "right of 0 is better"), with its 95% interval; for the user rungs
+    that have a matched control (``control_table``), the gain over the control as a hollow
+    marker. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import LEVEL_COLORS
+
+    rungs = ladder_table[ladder_table["level"] != "global"].copy()
+    if controls is not None and not controls.empty:  # user methods with a control that are not the best rung
+        have = set(zip(rungs["task"], rungs["metric"], rungs["set"], rungs["method"]))
+        extra = controls[[k not in have for k in zip(controls["task"], controls["metric"], controls["set"],
+                                                      controls["method"])]]
+        flip = np.where([lower_is_better(m) for m in extra["metric"]], -1.0, 1.0)
+        rungs = pd.concat([rungs, pd.DataFrame({
+            "task": extra["task"], "metric": extra["metric"], "set": extra["set"], "level": "user",
+            "method": extra["method"], "n": extra["n"], "better": flip * extra["vs_global"],
+            "lower": extra["vs_global_lower"], "upper": extra["vs_global_upper"]})], ignore_index=True)
+        rungs = rungs.sort_values(["task", "metric", "set", "level"], kind="stable")
+    if rungs.empty:
+        raise ValueError("no persona or user rung to plot")
+    base = ladder_table[ladder_table["level"] == "global"].set_index(["task", "metric", "set"])["value"]
+    scale = np.array([abs(base.loc[(t, m, s)]) or 1.0 for t, m, s in zip(rungs["task"], rungs["metric"], rungs["set"])])
+    sign = np.where([lower_is_better(m) for m in rungs["metric"]], -1.0, 1.0)
+    gain = rungs["better"].to_numpy() / scale
+    lo = np.minimum(sign * rungs["lower"], sign * rungs["upper"]) / scale
+    hi = np.maximum(sign * rungs["lower"], sign * rungs["upper"]) / scale
+    labels = [f"{t} · {m} · {lv}: {meth} (n={n})" for t, m, lv, meth, n in
+              zip(rungs["task"], rungs["metric"], rungs["level"], rungs["method"], rungs["n"])]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rungs) + 1.5))
+    y = np.arange(len(rungs))[::-1]
+    ax.errorbar(gain, y, xerr=[gain - lo, hi - gain], fmt="o", ecolor="0.5", capsize=2, mfc="none", mec="none")
+    ax.scatter(gain, y, c=[LEVEL_COLORS[lv] for lv in rungs["level"]], zorder=3, label="vs global")
+    if controls is not None and not controls.empty:
+        ctrl = controls.set_index(["task", "metric", "set", "method"])
+        for yi, (t, m, s, meth), sc, sg in zip(y, rungs[["task", "metric", "set", "method"]].itertuples(index=False),
+                                               scale, sign):
+            if (t, m, s, meth) in ctrl.index:
+                c = ctrl.loc[(t, m, s, meth)]
+                ax.errorbar(sg * c["vs_control"] / sc, yi - 0.3, fmt="s", mfc="none", mec="k", ecolor="k", capsize=2,
+                            xerr=[[abs(sg * c["vs_control"] - min(sg * c["vs_control_lower"], sg * c["vs_control_upper"])) / sc],
+                                  [abs(max(sg * c["vs_control_lower"], sg * c["vs_control_upper"]) - sg * c["vs_control"]) / sc]])
+        ax.errorbar([], [], fmt="s", mfc="none", mec="k", ecolor="k", label="user rung vs its control")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("gain over the global baseline, in units of its value (right of 0 is better)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("The ladder across tasks: each rung against the same users' global baseline")
+    return fig
