@@ -67,7 +67,8 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
     or if there are none, the aggregated ``results.json`` of that size (``figures/`` for the
     default size, ``build/<size>/figures/`` for another, see :func:`p13n_utils.run.output_dirs`).
 
-    Returns ``{"notebooks": [...], "rows": [...]}`` (each row with its ``notebook``). Raises
+    Returns ``{"notebooks": [...], "rows": [...]}`` (each row with its ``notebook``; rows of 09
+    and later are left out). Raises
     :class:`ResultsMissing` naming the command to run, or ValueError if the file holds another
     run size."""
     from .run import output_dirs
@@ -90,6 +91,8 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
                 f"no results of the {size!r} size at {config.display_path(path)}: notebook 09 analyses the "
                 f"rows of 00-08. Run them first:\n    {run_command(size)}")
         summary = json.loads(path.read_text())
+        summary = {"notebooks": [n for n in summary["notebooks"] if n["notebook"] < EVALUATION_NOTEBOOK],
+                   "rows": [r for r in summary["rows"] if r["notebook"] < EVALUATION_NOTEBOOK]}
     sizes = {n.get("size") for n in summary["notebooks"]}
     if sizes - {size}:
         raise ValueError(f"the results hold run size(s) {sorted(sizes - {size})}, not {size!r}; "

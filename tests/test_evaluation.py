@@ -87,14 +87,14 @@ def test_approx_test_gives_p_005_at_z_196():
 # --------------------------------------------------------------------------- the ladder
 def _summary(size="smoke"):
     def row(level, method, value, half=0.05, n=20, task="t", metric="mae"):
-        return {"notebook": "0x", "task": task, "level": level, "method": method, "metric": metric,
+        return {"notebook": "02_x", "task": task, "level": level, "method": method, "metric": metric,
                 "value": value, "lower": value - half, "upper": value + half, "n": n}
     rows = [row("global", "item_mean", 0.90), row("global", "llm", 1.20), row("persona", "segment", 0.85),
             row("user", "contextual", 0.60), row("user", "shuffled_user", 0.50), row("user", "rag_k1", 0.10),
             row("user", "oppu", 0.70), row("user", "oppu_other_user", 0.71),
             row("global", "popularity", 0.1, task="r", metric="ndcg@10", n=30),
             row("user", "als", 0.3, task="r", metric="ndcg@10", n=30)]
-    return {"notebooks": [{"notebook": "0x", "size": size}], "rows": rows}
+    return {"notebooks": [{"notebook": "02_x", "size": size}], "rows": rows}
 
 
 def _per_user(frame, n=20, seed=0):
@@ -187,6 +187,12 @@ def test_load_summary_checks_the_size_and_reads_runner_records(tmp_path, monkeyp
     monkeypatch.delenv("P13N_RESULTS", raising=False)
     (tmp_path / "results.json").write_text(json.dumps(_summary(size="default")))
     with pytest.raises(ValueError, match="not 'smoke'"):
+        ev.load_summary("smoke", build_dir=tmp_path, out_dir=tmp_path)
+    # a results.json that holds only 09's own rows (a run of 09 alone aggregated it): nothing to read
+    only_09 = {"notebooks": [{"notebook": "09_evaluation", "size": "smoke"}],
+               "rows": [{**r, "notebook": "09_evaluation"} for r in _summary()["rows"]]}
+    (tmp_path / "results.json").write_text(json.dumps(only_09))
+    with pytest.raises(ev.ResultsMissing, match="--only 00 01"):
         ev.load_summary("smoke", build_dir=tmp_path, out_dir=tmp_path)
     # under the runner: the records of the notebooks before 09 in <build>/results/
     results_dir = tmp_path / "build" / "results"
