@@ -410,16 +410,31 @@ def direct_vs_indirect(frame: pd.DataFrame, pairs=DIRECT_INDIRECT, direct=("movi
 
 
 # --------------------------------------------------------------------------- seed variance
+def sd_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(sd, lower, upper)``: the sample standard deviation (ddof=1) of a few values (e.g. one
+    score per seed) with the chi-square interval ``sd * sqrt((n - 1) / chi2_q(n - 1))`` for
+    q = 1 - alpha/2 and alpha/2, exact for normal values (a bootstrap of 5 values would be far
+    too narrow)."""
+    from scipy.stats import chi2
+
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError("need at least 2 values for a standard deviation")
+    n, sd = values.size, float(np.std(values, ddof=1))
+    alpha = 1 - confidence
+    return (sd, sd * math.sqrt((n - 1) / chi2.ppf(1 - alpha / 2, n - 1)),
+            sd * math.sqrt((n - 1) / chi2.ppf(alpha / 2, n - 1)))
+
+
 def seed_spread(make_model: Callable[[int], object], split, seeds: Sequence[int], k: int = 10,
                 n_resamples: int = 2000) -> dict:
     """Refit ``make_model(seed)`` on ``split`` for each seed; compare the spread of the mean
     NDCG@k over seeds with its spread over users.
 
     Returns ``{"per_seed": Series of mean NDCG@k by seed, "seed_sd": sd over seeds (ddof=1),
-    "seed_sd_lower"/"seed_sd_upper": a bootstrap interval of that sd over the seeds,
+    "seed_sd_lower"/"seed_sd_upper": its 95% interval (:func:`sd_interval`),
     "user_se": the bootstrap standard error of the mean over users (first seed), "n_users"}``."""
     from .recsys import evaluate
-    from .results import bootstrap_ci
 
     if len(seeds) < 2:
         raise ValueError("need at least 2 seeds for a spread")
@@ -429,7 +444,7 @@ def seed_spread(make_model: Callable[[int], object], split, seeds: Sequence[int]
         per_seed[seed] = float(table[f"ndcg@{k}"].mean())
         first = table[f"ndcg@{k}"].to_numpy() if first is None else first
     values = np.array(list(per_seed.values()))
-    sd, lower, upper = bootstrap_ci(values, n_resamples=n_resamples, statistic=lambda v: np.std(v, ddof=1))
+    sd, lower, upper = sd_interval(values)
     rng = np.random.default_rng(0)
     boot = first[rng.integers(0, first.size, size=(n_resamples, first.size))].mean(axis=1)
     return {"per_seed": pd.Series(per_seed, name=f"ndcg@{k}"), "seed_sd": sd, "seed_sd_lower": lower,

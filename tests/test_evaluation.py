@@ -215,9 +215,19 @@ def test_seed_spread_of_a_seeded_random_ranking():
                          n_resamples=200)
     assert len(out["per_seed"]) == 5 and out["per_seed"].nunique() > 1
     assert out["seed_sd"] == pytest.approx(np.std(out["per_seed"].to_numpy(), ddof=1))
-    assert 0 <= out["seed_sd_lower"] <= out["seed_sd_upper"]
+    assert 0 < out["seed_sd_lower"] < out["seed_sd"] < out["seed_sd_upper"]
     assert out["user_se"] > 0 and out["n_users"] == len(split.users)
     same = ev.seed_spread(lambda seed: recsys.PopularityRecommender(), split, seeds=[0, 1], k=5, n_resamples=50)
     assert same["seed_sd"] == 0.0
     with pytest.raises(ValueError):
         ev.seed_spread(lambda seed: recsys.PopularityRecommender(), split, seeds=[0])
+
+
+def test_sd_interval_chi_square_by_hand():
+    # values 1, 2, 3: sd = 1, n - 1 = 2; chi2(2) quantiles 0.0506356 (2.5%) and 7.3777589 (97.5%)
+    sd, lower, upper = ev.sd_interval([1.0, 2.0, 3.0])
+    assert sd == pytest.approx(1.0)
+    assert lower == pytest.approx(np.sqrt(2 / 7.3777589), rel=1e-6)
+    assert upper == pytest.approx(np.sqrt(2 / 0.0506356), rel=1e-5)
+    with pytest.raises(ValueError):
+        ev.sd_interval([1.0])
