@@ -35,10 +35,10 @@ from . import config
 EVALUATION_NOTEBOOK = "09_evaluation"
 LEVEL_ORDER = ("global", "persona", "user")
 
-# Direction of each ladder metric (True: lower is better). The registry of the results
-# contract wins where it exists (``results.METRICS``); this is the fallback.
-LOWER_IS_BETTER = {"ppl": True, "mae": True, "rmse": True, "rougeL": False, "persona_sim": False,
-                   "pref_acc": False, "ndcg@10": False, "recall@10": False, "map@10": False}
+# The metrics the ladder compares by default (names of p13n_utils.metric_registry, which says
+# their direction); derived rows (_diff_vs_, _ratio_vs_) and slices are left to their notebooks.
+LADDER_METRICS = ("ppl", "rougeL", "persona_sim", "user_facts_sim", "mae", "rmse", "reward_pref_acc",
+                  "logp_pref_acc", "dpo_pref_acc", "ndcg@10", "recall@10", "map@10")
 
 # Methods that are not candidates for "best at a level": matched controls and floors.
 CONTROL_METHODS = ("shuffled_user", "random")
@@ -83,7 +83,8 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
                if p.stem < EVALUATION_NOTEBOOK]
     if records and os.environ.get("P13N_RESULTS"):
         summary = {"notebooks": [{k: r.get(k) for k in ("notebook", "size", "seconds")} for r in records],
-                   "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]]}
+                   "rows": [{"notebook": r["notebook"], **row} for r in records for row in r["rows"]],
+                   "per_user_dir": str(Path(build_dir, "results"))}
     else:
         path = out_dir / "results.json"
         if not path.exists():
@@ -92,7 +93,8 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
                 f"rows of 00-08. Run them first:\n    {run_command(size)}")
         summary = json.loads(path.read_text())
         summary = {"notebooks": [n for n in summary["notebooks"] if n["notebook"] < EVALUATION_NOTEBOOK],
-                   "rows": [r for r in summary["rows"] if r["notebook"] < EVALUATION_NOTEBOOK]}
+                   "rows": [r for r in summary["rows"] if r["notebook"] < EVALUATION_NOTEBOOK],
+                   "per_user_dir": str(out_dir / "per_user")}
     sizes = {n.get("size") for n in summary["notebooks"]}
     if sizes - {size}:
         raise ValueError(f"the results hold run size(s) {sorted(sizes - {size})}, not {size!r}; "
@@ -103,44 +105,54 @@ def load_summary(size: str, build_dir: Path | None = None, out_dir: Path | None 
 
 
 def load_per_user(summary: dict) -> pd.DataFrame | None:
-    """Per-user values of the rows (long frame ``notebook, task, metric, method, user, value``)
-    through the results contract's ``results.load_per_user`` where it exists, else None (then
-    every comparison falls back to :func:`approx_test`)."""
+    """Per-user values of the rows of :func:`load_summary` (long frame ``notebook, task, level,
+    method, metric, set, user, value``, :func:`p13n_utils.results.load_per_user`), or None where
+    none were kept (then every comparison falls back to :func:`approx_test`)."""
     from . import results
 
-    loader = getattr(results, "load_per_user", None)
-    if loader is None:
+    folder = summary.get("per_user_dir")
+    try:
+        frame = results.load_per_user(folder) if folder else None
+    except FileNotFoundError:
         return None
-    frame = loader(summary)
-    return None if frame is None or len(frame) == 0 else frame
+    if frame is None:
+        return None
+    frame = frame[frame["notebook"] < EVALUATION_NOTEBOOK]
+    return None if frame.empty else frame
 
 
 def rows_frame(summary: dict) -> pd.DataFrame:
-    """The rows as a DataFrame with a ``set`` column: the row's ``set_id`` where it has one, else
+    """The rows as a DataFrame with a ``set`` column: the row's evaluation-set id where it has one, else
     ``"<task>/n=<n>"`` (rows of one task on the same number of users are taken as one
     evaluation set: an assumption that per-user values check where they exist)."""
     frame = pd.DataFrame(summary["rows"])
     if frame.empty:
         raise ValueError("no rows")
     fallback = frame["task"] + "/n=" + frame["n"].astype("Int64").astype(str)
-    frame["set"] = frame["set_id"].fillna(fallback) if "set_id" in frame else fallback
+    frame["set"] = frame["set"].fillna(fallback) if "set" in frame else fallback
     return frame
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a lower ``metric`` is better: from the results registry where it exists, else
-    :data:`LOWER_IS_BETTER`. Unknown metric -> ValueError listing the known ones."""
-    from . import results
+    """Whether a lower ``metric`` is better, from :mod:`p13n_utils.metric_registry` (ValueError
+    naming close matches for an unknown name)."""
+    from . import metric_registry
 
-    registry = getattr(results, "METRICS", None)
-    if registry and metric in registry:
-        entry = registry[metric]
-        direction = entry.get("direction") if isinstance(entry, Mapping) else getattr(entry, "direction", None)
-        if direction in ("lower", "higher"):
-            return direction == "lower"
-    if metric not in LOWER_IS_BETTER:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(LOWER_IS_BETTER)}")
-    return LOWER_IS_BETTER[metric]
+    return metric_registry.get(metric).direction == "lower"
+
+
+def _aggregate(metric: str):
+    """How a row's value comes from its per-user values (mean, exp of the mean for perplexity
+    from NLLs, square root of the mean for RMSE from MSEs), as a function of a 2-d array of
+    resampled users (one resample per row)."""
+    from . import metric_registry
+
+    kind = metric_registry.get(metric).aggregate
+    if kind == "exp_mean":
+        return lambda v: np.exp(v.mean(axis=-1))
+    if kind == "sqrt_mean":
+        return lambda v: np.sqrt(v.mean(axis=-1))
+    return lambda v: v.mean(axis=-1)
 
 
 # --------------------------------------------------------------------------- tests of one difference
@@ -156,21 +168,35 @@ def bootstrap_p_value(diff: np.ndarray, n_resamples: int = 2000, seed: int = 0) 
         raise ValueError("need a non-empty 1-d array of finite per-user differences")
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, diff.size, size=(n_resamples, diff.size))].mean(axis=1)
-    tail = min((means <= 0).sum(), (means >= 0).sum())
-    return float(min(1.0, 2 * (tail + 1) / (n_resamples + 1))), means
+    return p_from_draws(means), means
 
 
-def paired_test(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """``a - b`` on the users both cover (Series indexed by user): mean, 95% percentile interval,
-    bootstrap p-value (:func:`bootstrap_p_value`), ``n`` and ``kind="paired"``."""
+def p_from_draws(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no difference" from resampled differences:
+    ``2 * (1 + min(#draws <= 0, #draws >= 0)) / (B + 1)``, capped at 1."""
+    tail = min((draws <= 0).sum(), (draws >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (draws.size + 1)))
+
+
+def paired_test(a: pd.Series, b: pd.Series, n_resamples: int = 2000, seed: int = 0, metric: str | None = None) -> dict:
+    """``a - b`` on the users both cover (Series indexed by user): the difference of the two
+    rows' values, its 95% percentile interval and bootstrap p-value (:func:`p_from_draws`), from
+    resampling the shared users jointly; ``n`` and ``kind="paired"``.
+
+    ``metric`` (a registry name) says how a row's value comes from per-user values (a mean; exp
+    of the mean NLL for ``ppl``; square root of the mean MSE for ``rmse``), so the difference is
+    on the metric's own scale; default: the mean."""
     users = a.index.intersection(b.index)
     if users.empty:
         raise ValueError("a and b share no users: nothing to pair")
-    diff = (a.loc[users] - b.loc[users]).to_numpy(dtype=float)
-    p, means = bootstrap_p_value(diff, n_resamples, seed)
-    lower, upper = np.quantile(means, [0.025, 0.975])
-    return {"diff": float(diff.mean()), "lower": float(lower), "upper": float(upper), "p": p,
-            "n": int(diff.size), "kind": "paired"}
+    stat = _aggregate(metric) if metric else (lambda v: v.mean(axis=-1))
+    va, vb = a.loc[users].to_numpy(dtype=float), b.loc[users].to_numpy(dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, users.size, size=(n_resamples, users.size))
+    draws = stat(va[idx]) - stat(vb[idx])
+    lower, upper = np.quantile(draws, [0.025, 0.975])
+    return {"diff": float(stat(va) - stat(vb)), "lower": float(lower), "upper": float(upper),
+            "p": p_from_draws(draws), "n": int(users.size), "kind": "paired"}
 
 
 def approx_test(row_a: Mapping, row_b: Mapping) -> dict:
@@ -247,18 +273,17 @@ def correction_table(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the ladder
 def _compare(a: Mapping, b: Mapping, per_user: pd.DataFrame | None, n_resamples: int, seed: int) -> dict:
-    """Paired test of row ``a`` against row ``b`` where both have per-user values, else
-    :func:`approx_test`."""
-    if per_user is not None and not per_user.empty:
-        def values(row):
-            part = per_user[(per_user["task"] == row["task"]) & (per_user["metric"] == row["metric"])
-                            & (per_user["method"] == row["method"])]
-            if "notebook" in part and "notebook" in row:
-                part = part[part["notebook"] == row["notebook"]]
-            return part.set_index("user")["value"]
-        va, vb = values(a), values(b)
-        if len(va.index.intersection(vb.index)) >= 2:
-            return paired_test(va, vb, n_resamples, seed)
+    """Paired test of row ``a`` against row ``b`` (same task, metric and evaluation set) where
+    both have per-user values (:func:`p13n_utils.results.pair`), else :func:`approx_test`."""
+    from . import results
+
+    if per_user is not None and a.get("set") == b.get("set"):
+        try:
+            both = results.pair(per_user, a["task"], a["metric"], a["set"], a["method"], b["method"])
+        except ValueError:  # one of them kept no per-user values
+            both = None
+        if both is not None and len(both) >= 2:
+            return paired_test(both["a"], both["b"], n_resamples, seed, metric=a["metric"])
     return approx_test(a, b)
 
 
@@ -279,9 +304,9 @@ def ladder(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, metrics: S
     row: the best method at each level, and its difference from the best global method
     (``diff, lower, upper, p, kind``; ``better`` is the difference in the good direction).
 
-    ``metrics``: default every metric of :data:`LOWER_IS_BETTER` present; an unknown name raises
+    ``metrics``: default every metric of :data:`LADDER_METRICS` present; an unknown name raises
     ValueError."""
-    metrics = list(metrics) if metrics is not None else [m for m in LOWER_IS_BETTER if m in set(frame["metric"])]
+    metrics = list(metrics) if metrics is not None else [m for m in LADDER_METRICS if m in set(frame["metric"])]
     out = []
     for metric in metrics:
         lower = lower_is_better(metric)
@@ -319,11 +344,11 @@ def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_r
     the same way). ``survives`` says the difference from the control is significant in the good
     direction (its interval excludes 0)."""
     out = []
-    for metric in [m for m in LOWER_IS_BETTER if m in set(frame["metric"])]:
+    for metric in [m for m in LADDER_METRICS if m in set(frame["metric"])]:
         lower = lower_is_better(metric)
         for (task, set_), part in frame[(frame["metric"] == metric) & frame["lower"].notna()].groupby(["task", "set"]):
             glob = _rungs(part[part["level"] == "global"])
-            by_method = part.set_index("method")
+            by_method = part.drop_duplicates("method").set_index("method")  # first notebook's row of a method
             for method in part.loc[part["level"] == "user", "method"]:
                 control = control_of(method, list(by_method.index))
                 if control is None or glob.empty:

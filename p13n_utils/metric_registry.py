@@ -113,6 +113,14 @@ _ENTRIES = [
            "after it for every user) instead of the per-user holdout."),
     Metric("ndcg@k_global_time_new_users", "higher", "ndcg@k under the global temporal split, on users who first "
            "appear after the split date (new users)."),
+    # ------------------------------------------------------------------ evaluation (09)
+    Metric("kendall_tau", "higher", "Kendall's tau-b between two rankings of the same methods or signals (e.g. "
+           "judged directly and indirectly); 1.0 = the same order, 0 = unrelated, -1.0 = reversed.", None),
+    Metric("ndcg@k_seed_sd", "lower", "Standard deviation over training seeds of a recommender's mean ndcg@k on "
+           "the same users and split (n = the number of seeds; interval: chi-square); compare with "
+           "ndcg@k_user_se.", None),
+    Metric("ndcg@k_user_se", "lower", "Bootstrap standard error over users of a recommender's mean ndcg@k (one "
+           "seed): the spread the usual interval covers, to set beside ndcg@k_seed_sd.", None),
     Metric("ndcg@k_ratio_to_best_published", "higher", "This project's ndcg@k divided by the best published "
            "number under the same protocol; 1.0 = matches it (a single number, no interval).", None),
 ]

@@ -68,9 +68,20 @@ def test_paired_test_pairs_on_shared_users_and_refuses_disjoint():
     b = pd.Series([0.5, 1.5, 2.5], index=["u1", "u2", "u3"])
     out = ev.paired_test(a, b, n_resamples=200)
     assert out["n"] == 3 and out["diff"] == pytest.approx(0.5) and out["kind"] == "paired"
-    assert out["lower"] == out["upper"] == pytest.approx(0.5)  # every user gains exactly 0.5
+    assert out["lower"] == pytest.approx(0.5) and out["upper"] == pytest.approx(0.5)  # every user gains exactly 0.5
     with pytest.raises(ValueError, match="share no users"):
         ev.paired_test(a, pd.Series([1.0], index=["x"]))
+
+
+def test_paired_test_reports_on_the_metrics_scale():
+    """ppl rows come from per-user NLLs: the difference is exp(mean NLL a) - exp(mean NLL b)."""
+    a = pd.Series([1.0, 1.2, 0.8], index=[1, 2, 3])
+    b = pd.Series([0.5, 0.7, 0.3], index=[1, 2, 3])
+    out = ev.paired_test(a, b, n_resamples=100, metric="ppl")
+    assert out["diff"] == pytest.approx(np.exp(1.0) - np.exp(0.5))
+    assert out["lower"] <= out["diff"] <= out["upper"] and out["p"] < 0.05
+    rmse = ev.paired_test(pd.Series([4.0, 4.0]), pd.Series([1.0, 1.0]), n_resamples=50, metric="rmse")
+    assert rmse["diff"] == pytest.approx(1.0)  # sqrt(4) - sqrt(1)
 
 
 def test_approx_test_gives_p_005_at_z_196():
@@ -101,7 +112,7 @@ def _per_user(frame, n=20, seed=0):
     """Per-user values around each row's value (user u's noise shared across methods: pairing helps)."""
     rng = np.random.default_rng(seed)
     shared = rng.normal(0, 0.3, n)
-    return pd.DataFrame([{"task": r.task, "metric": r.metric, "method": r.method, "user": u,
+    return pd.DataFrame([{"task": r.task, "metric": r.metric, "method": r.method, "set": r.set, "user": u,
                           "value": r.value + shared[u] + rng.normal(0, 0.01)}
                          for r in frame.itertuples() for u in range(int(r.n) if r.n <= n else n)])
 
