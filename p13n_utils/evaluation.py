@@ -342,7 +342,8 @@ def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_r
     """Every user-level method that has a matched control, on each ladder metric: its difference
     from the best global method of the same set and from its control (another user's data fed
     the same way). ``survives`` says the difference from the control is significant in the good
-    direction (its interval excludes 0)."""
+    direction (its interval excludes 0). A set without a global row still gets its control
+    comparison (``vs_global`` NaN, ``beats_global`` False)."""
     out = []
     for metric in [m for m in LADDER_METRICS if m in set(frame["metric"])]:
         lower = lower_is_better(metric)
@@ -351,11 +352,14 @@ def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_r
             by_method = part.drop_duplicates("method").set_index("method")  # first notebook's row of a method
             for method in part.loc[part["level"] == "user", "method"]:
                 control = control_of(method, list(by_method.index))
-                if control is None or glob.empty:
+                if control is None:
                     continue
-                row, ctrl, base = by_method.loc[method], by_method.loc[control], _best(glob, lower)
+                row, ctrl = by_method.loc[method], by_method.loc[control]
                 row = {**row.to_dict(), "method": method, "task": task, "metric": metric}
-                vs_global = _compare(row, {**base.to_dict(), "task": task, "metric": metric}, per_user, n_resamples, seed)
+                none = {"diff": np.nan, "lower": np.nan, "upper": np.nan}  # no global row on these users
+                base = _best(glob, lower) if not glob.empty else pd.Series({"method": None})
+                vs_global = none if glob.empty else _compare(row, {**base.to_dict(), "task": task, "metric": metric},
+                                                             per_user, n_resamples, seed)
                 vs_control = _compare(row, {**ctrl.to_dict(), "method": control, "task": task, "metric": metric},
                                       per_user, n_resamples, seed)
                 good = lambda t: t["upper"] < 0 if lower else t["lower"] > 0  # noqa: E731  interval on the good side of 0

@@ -154,6 +154,12 @@ def test_control_table_says_which_rungs_survive_their_control():
     assert bool(table.loc["contextual", "beats_global"]) and not bool(table.loc["contextual", "survives"])
     assert bool(table.loc["oppu", "beats_global"]) and not bool(table.loc["oppu", "survives"])
     assert ev.control_of("als", ["als", "popularity"]) is None
+    # a set with no global row: the control comparison is still made
+    summary = _summary()
+    summary["rows"] = [{**r, "n": 7} for r in summary["rows"] if r["method"] in ("contextual", "shuffled_user")]
+    alone = ev.control_table(ev.rows_frame(summary)).set_index("method")
+    assert np.isnan(alone.loc["contextual", "vs_global"]) and not alone.loc["contextual", "beats_global"]
+    assert alone.loc["contextual", "vs_control"] == pytest.approx(0.10)
 
 
 # --------------------------------------------------------------------------- rankings
