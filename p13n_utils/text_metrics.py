@@ -42,7 +42,7 @@ __all__ = [
     "reply_kinds", "ladder_reply_methods", "generate_ladder_replies", "text_metric_families",
 ]
 
-METRIC_NAMES = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "embed_sim", "bertscore_f1")
+METRIC_NAMES = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "gold_embed_sim", "bertscore_f1")
 """The per-reply metrics of :func:`reply_metrics`, in the order of the tables."""
 
 TASK = "personachat-replies"
@@ -185,7 +185,7 @@ def bertscore_package(embedder, predictions: Sequence[str], references: Sequence
 def reply_metrics(embedder, predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
     """Every metric of :data:`METRIC_NAMES` for each (prediction, reference) pair."""
     frame = pd.concat([rouge_scores(predictions, references), bleu_chrf(predictions, references)], axis=1)
-    frame["embed_sim"] = embedding_similarity(embedder, predictions, references)
+    frame["gold_embed_sim"] = embedding_similarity(embedder, predictions, references)
     frame["bertscore_f1"] = bertscore(embedder, predictions, references)["bertscore_f1"].to_numpy()
     return frame[list(METRIC_NAMES)]
 
@@ -271,7 +271,7 @@ def ladder_reply_methods(cfg, pc, embedder) -> tuple[pd.DataFrame, dict]:
     methods : dict
         method -> ``(level, items_to_generate_for, context_fn, header)``: ``no_persona`` (02),
         ``persona_prompt`` (03: the central facts of the user's persona, own facts excluded),
-        ``contextual`` (04: the user's own facts), ``shuffled_user`` (04: another user's facts).
+        ``contextual`` (04: the user's own facts), ``contextual_other_user`` (04's control: another user's facts).
     """
     from . import personas, prompts
     from . import user_context as uc
@@ -294,7 +294,7 @@ def ladder_reply_methods(cfg, pc, embedder) -> tuple[pd.DataFrame, dict]:
         "persona_prompt": ("persona", gen02, lambda row: pc_personas.context_for(row["user_id"], n_facts=n_facts),
                            persona),
         "contextual": ("user", items, lambda row: uc.pc_facts(pc, row["user_id"]), user),
-        "shuffled_user": ("user", items, lambda row: uc.pc_facts(pc, swap[row["user_id"]]), user),
+        "contextual_other_user": ("user", items, lambda row: uc.pc_facts(pc, swap[row["user_id"]]), user),
     }
     return items, methods
 
@@ -373,7 +373,7 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
     method_tau = pd.DataFrame([{"metric_a": a, "metric_b": b, "tau": _tau(ranks[a], ranks[b])}
                                for a, b in combinations(METRIC_NAMES, 2)])
     by_kind = agreement_by_kind(replies, replies[["short", "no_shared_word", "question"]],
-                                [("rougeL", "bertscore_f1"), ("rougeL", "embed_sim"), ("bleu", "chrf")])
+                                [("rougeL", "bertscore_f1"), ("rougeL", "gold_embed_sim"), ("bleu", "chrf")])
     sample = replies.head(min(len(replies), 40))
     crosscheck = {
         "rougeL_vs_rouge_score": float(np.abs(sample["rougeL"] - metrics.rouge_l(sample["generated"], sample["reply"])).max()),
