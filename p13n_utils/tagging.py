@@ -262,19 +262,32 @@ def tag_metrics(users: Sequence, gold: Sequence[str], predicted: Sequence[str], 
 
 
 def _record_and_table(task: str, test: pd.DataFrame, predictions: dict, n_resamples: int, seed: int,
-                      record: bool) -> pd.DataFrame:
+                      record: bool, baselines: dict | None = None) -> pd.DataFrame:
+    """Accuracy and macro-F1 of each method (recorded), then ``tag_acc_diff_vs_<baseline>`` paired
+    over users for each ``{method: baseline}`` of ``baselines`` (columns ``diff``, ``diff_lower``,
+    ``diff_upper``, ``vs``)."""
     from . import results
 
-    rows = []
+    rows, per_user = [], {}
     for method, (level, tags) in predictions.items():
         m = tag_metrics(test["user_id"], test["tag"], tags, n_resamples=n_resamples, seed=seed)
+        per_user[method] = m["per_user_acc"]
         if record:
             results.record_ci(task, level, method, "tag_acc", m["per_user_acc"], n_resamples=n_resamples, seed=seed)
             results.record(task, level, method, "tag_macro_f1", *m["macro_f1"], n=m["n_users"])
         rows.append({"method": method, "level": level, "acc": m["acc"][0], "acc_lower": m["acc"][1],
                      "acc_upper": m["acc"][2], "macro_f1": m["macro_f1"][0], "f1_lower": m["macro_f1"][1],
                      "f1_upper": m["macro_f1"][2], "n_users": m["n_users"], "n_instances": len(test)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows).set_index("method")
+    for method, base in (baselines or {}).items():
+        level = predictions[method][0]
+        if record:
+            d = results.record_paired(task, level, method, "tag_acc", per_user[method], per_user[base], base,
+                                      n_resamples=n_resamples, seed=seed)
+        else:
+            d = results.paired_difference(per_user[method], per_user[base], n_resamples=n_resamples, seed=seed)
+        table.loc[method, ["vs", "diff", "diff_lower", "diff_upper"]] = [base, d["mean"], d["lower"], d["upper"]]
+    return table.reset_index()
 
 
 def movielens_tagging(cfg, ml, model=None, tokenizer=None, record: bool = True) -> dict:
@@ -292,7 +305,8 @@ def movielens_tagging(cfg, ml, model=None, tokenizer=None, record: bool = True) 
     Returns
     -------
     dict with ``eval`` (:class:`TagEval`), ``table`` (per method: accuracy and macro-F1 with
-    intervals, n), ``predictions`` (the test rows with one column per method), ``n_user_fallback``,
+    intervals, n; and the paired accuracy difference ``diff`` [``diff_lower``, ``diff_upper``] against
+    the method ``vs``: persona and user rungs vs ``movie_popular_tag``, ``user_lm`` vs ``global_lm``), ``predictions`` (the test rows with one column per method), ``n_user_fallback``,
     ``lm_instances`` (how many instances the LM methods scored; they are recorded on those) and
     ``seconds``.
     """
@@ -313,7 +327,8 @@ def movielens_tagging(cfg, ml, model=None, tokenizer=None, record: bool = True) 
     predictions = {"movie_popular_tag": ("global", g), "persona_popular_tag": ("persona", p),
                    "user_top_tag": ("user", u)}
     n_boot = cfg["bootstrap.n_resamples"]
-    table = _record_and_table(TASK, ev.test, predictions, n_boot, cfg.seed, record)
+    table = _record_and_table(TASK, ev.test, predictions, n_boot, cfg.seed, record,
+                              {"persona_popular_tag": "movie_popular_tag", "user_top_tag": "movie_popular_tag"})
     out = ev.test.assign(**{m: tags for m, (_, tags) in predictions.items()})
     lm_n = 0
     if model is not None:
@@ -332,7 +347,8 @@ def movielens_tagging(cfg, ml, model=None, tokenizer=None, record: bool = True) 
         lm_preds = {name: ("global" if name == "global_lm" else "user",
                            lm_tags(model, tokenizer, t, [ev.candidates] * len(t), batch_size=cfg["lm.batch_size"]))
                     for name, t in texts.items()}
-        table = pd.concat([table, _record_and_table(TASK, sub, lm_preds, n_boot, cfg.seed, record)], ignore_index=True)
+        table = pd.concat([table, _record_and_table(TASK, sub, lm_preds, n_boot, cfg.seed, record,
+                                                    {"user_lm": "global_lm"})], ignore_index=True)
         for name, (_, tags) in lm_preds.items():
             out[name] = pd.Series(tags, index=sub.index)
     return {"eval": ev, "table": table, "predictions": out, "n_user_fallback": n_fallback, "lm_instances": lm_n,
@@ -409,5 +425,7 @@ def lamp2_tagging(cfg, model=None, tokenizer=None, path: str | Path | None = Non
         global_prompts = [tag_prompt(tokenizer, d, c) for d, c in zip(inst["description"], inst["candidates"])]
         predictions["global_lm"] = ("global", lm_tags(model, tokenizer, global_prompts, inst["candidates"]))
         predictions["user_lm"] = ("user", lm_tags(model, tokenizer, user_prompts, inst["candidates"]))
-    table = _record_and_table("lamp2-tagging", inst, predictions, cfg["bootstrap.n_resamples"], cfg.seed, record)
+    baselines = {"user_top_tag": "global_popular_tag"} | ({"user_lm": "global_lm"} if model is not None else {})
+    table = _record_and_table("lamp2-tagging", inst, predictions, cfg["bootstrap.n_resamples"], cfg.seed, record,
+                              baselines)
     return {"instances": inst.assign(**{m: t for m, (_, t) in predictions.items()}), "table": table}

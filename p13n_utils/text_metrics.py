@@ -39,7 +39,7 @@ import pandas as pd
 __all__ = [
     "METRIC_NAMES", "tokenize", "rouge_n", "rouge_l", "rouge_scores", "bleu_chrf", "embedding_similarity",
     "bertscore", "bertscore_package", "reply_metrics", "metric_agreement", "agreement_by_kind",
-    "reply_kinds", "ladder_reply_methods", "generate_ladder_replies", "text_metric_families",
+    "reply_kinds", "ladder_reply_methods", "generate_ladder_replies", "paired_comparisons", "text_metric_families",
 ]
 
 METRIC_NAMES = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "gold_embed_sim", "bertscore_f1")
@@ -228,15 +228,16 @@ def metric_agreement(scores: pd.DataFrame, metrics: Sequence[str] = METRIC_NAMES
 
 
 def reply_kinds(predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
-    """Simple properties of each reply that the metrics may judge differently: ``short`` (at most
-    6 words), ``no_shared_word`` (no word in common with the gold reply after ROUGE's tokenizer)
-    and ``question`` (ends with a question mark)."""
-    rows = []
-    for pred, ref in zip(predictions, references):
-        words = tokenize(pred)
-        rows.append({"short": len(words) <= 6, "no_shared_word": not set(words) & set(tokenize(ref)),
-                     "question": str(pred).strip().endswith("?")})
-    return pd.DataFrame(rows)
+    """Simple properties of each reply that the metrics may judge differently: ``short`` (fewer
+    words than the median reply of this list), ``no_shared_word`` (no word in common with the gold
+    reply after ROUGE's tokenizer) and ``question`` (ends with a question mark)."""
+    words = [tokenize(p) for p in predictions]
+    median = np.median([len(w) for w in words]) if words else 0
+    return pd.DataFrame({
+        "short": [len(w) < median for w in words],
+        "no_shared_word": [not set(w) & set(tokenize(r)) for w, r in zip(words, references)],
+        "question": [str(p).strip().endswith("?") for p in predictions],
+    })
 
 
 def agreement_by_kind(scores: pd.DataFrame, kinds: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
@@ -315,6 +316,34 @@ def generate_ladder_replies(model, tokenizer, items: pd.DataFrame, methods: dict
     return pd.concat(frames, ignore_index=True)
 
 
+def paired_comparisons(per_user_of: dict, levels: dict, n_resamples: int = 2000, record: bool = True,
+                       baseline: str = "no_persona", controls: dict | None = None) -> pd.DataFrame:
+    """Each method against the global ``baseline`` and each user-level method against its matched
+    control (default ``contextual`` vs ``contextual_other_user``), metric by metric, paired over the
+    same users (:func:`p13n_utils.results.record_paired`: rows ``<metric>_diff_vs_<baseline>``).
+
+    Returns
+    -------
+    DataFrame: ``method, baseline, metric, diff, lower, upper, n``.
+    """
+    from . import results
+
+    controls = {"contextual": "contextual_other_user"} if controls is None else controls
+    pairs = [(m, baseline) for m in per_user_of if m != baseline and baseline in per_user_of]
+    pairs += [(m, c) for m, c in controls.items() if m in per_user_of and c in per_user_of]
+    rows = []
+    for method, base in pairs:
+        for metric in METRIC_NAMES:
+            a, b = per_user_of[method][metric], per_user_of[base][metric]
+            if record:
+                d = results.record_paired(TASK, levels[method], method, metric, a, b, base, n_resamples=n_resamples)
+            else:
+                d = results.paired_difference(a, b, n_resamples=n_resamples)
+            rows.append({"method": method, "baseline": base, "metric": metric, "diff": d["mean"],
+                         "lower": d["lower"], "upper": d["upper"], "n": d["n"]})
+    return pd.DataFrame(rows)
+
+
 def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = True) -> dict:
     """Notebook 09's text-metric section in one call.
 
@@ -331,7 +360,7 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
     -------
     dict with
         ``replies`` (one row per generated reply, with every metric and its kinds),
-        ``means`` (per method and metric: value, lower, upper, n),
+        ``means`` (per method and metric: value, lower, upper, n), ``paired`` (:func:`paired_comparisons`),
         ``agreement`` (:func:`metric_agreement`), ``method_ranks`` (each metric's ranking of the
         methods, 1 = best), ``method_tau`` (Kendall tau between the metrics' rankings of methods),
         ``by_kind`` (:func:`agreement_by_kind`), ``crosscheck`` (largest absolute difference of the
@@ -350,9 +379,9 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
     scores = reply_metrics(embedder, replies["generated"], replies["reply"])
     replies = pd.concat([replies, scores, reply_kinds(replies["generated"], replies["reply"])], axis=1)
 
-    rows = []
+    rows, per_user_of = [], {}
     for method, group in replies.groupby("method", sort=False):
-        per_user = group.groupby("user_id")[list(METRIC_NAMES)].mean()
+        per_user = per_user_of[method] = group.groupby("user_id")[list(METRIC_NAMES)].mean()
         for metric in METRIC_NAMES:
             values = per_user[metric]
             if record:
@@ -363,6 +392,7 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
             rows.append({"method": method, "level": group["level"].iloc[0], "metric": metric, "value": value,
                          "lower": lower, "upper": upper, "n": len(values)})
     means = pd.DataFrame(rows)
+    paired = paired_comparisons(per_user_of, {m: lvl for m, (lvl, *_) in methods.items()}, n_boot, record)
 
     agreement = metric_agreement(replies, n_resamples=n_boot, seed=cfg.seed)
     if record:
@@ -381,6 +411,6 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
             sample["bertscore_f1"] - bertscore_package(embedder, sample["generated"], sample["reply"])["bertscore_f1"]).max()),
         "n_pairs": len(sample),
     }
-    return {"replies": replies, "means": means, "agreement": agreement, "method_ranks": ranks.astype(int),
+    return {"replies": replies, "means": means, "paired": paired, "agreement": agreement, "method_ranks": ranks.astype(int),
             "method_tau": method_tau, "by_kind": by_kind, "crosscheck": crosscheck,
             "dropped_empty": len(bad_dialogues), "seconds": time.perf_counter() - start}

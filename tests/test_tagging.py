@@ -123,3 +123,12 @@ def test_lamp2_offline_prints_how_to_get_it(monkeypatch, capsys):
     assert tagging.lamp2_tagging(config.get_sizes("smoke")) is None
     printed = capsys.readouterr().out
     assert "LaMP-2" in printed and "dev_questions.json" in printed and "offline" in printed
+
+
+def test_paired_accuracy_against_the_global_rung(tmp_path):
+    _write_lamp(tmp_path)
+    table = tagging.lamp2_tagging(config.get_sizes("smoke"), path=tmp_path, record=False)["table"].set_index("method")
+    # q1: both right; q2: user right, global wrong -> per-user differences 0 and 1
+    assert table.loc["user_top_tag", "vs"] == "global_popular_tag"
+    assert table.loc["user_top_tag", "diff"] == pytest.approx(0.5)
+    assert np.isnan(table.loc["global_popular_tag", "diff"])

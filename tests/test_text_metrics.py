@@ -147,6 +147,7 @@ def test_metric_agreement_and_by_kind():
     assert table["n_replies"].sum() == 40 and (table["m1 vs m3"].dropna() == -1).all()
     with pytest.raises(ValueError, match="no scored replies"):
         tm.metric_agreement(scores.iloc[:0], ["m1", "m2"])
-    k = tm.reply_kinds(["why not?", "i have three big dogs at home"], ["why", "cats"])
-    assert k["question"].tolist() == [True, False] and k["short"].tolist() == [True, False]
-    assert k["no_shared_word"].tolist() == [False, True]
+    k = tm.reply_kinds(["why not?", "i have three big dogs at home", "yes i do"], ["why", "cats", "no"])
+    assert k["question"].tolist() == [True, False, False]
+    assert k["short"].tolist() == [True, False, False]  # 2 words < the median 3; 7 and 3 are not
+    assert k["no_shared_word"].tolist() == [False, True, True]
