@@ -189,6 +189,14 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "rec.llm_users": (2, 30, 200),  # test users whose CF candidates the LM reranks / profiles
     "rec.rerank_candidates": (5, 20, 20),  # top-N of the best CF model the LM reranks
     "rec.profile_tokens": (16, 32, 60),  # max new tokens of an LM-written user profile
+    # 09_evaluation: text metrics reuse 02-04's generation sizes; judge and tagging (text_metrics, judge, tagging)
+    "p09.judge_users": (4, 60, None),  # PersonaChat users whose known-answer pair the LM judges (both orders)
+    "p09.tag_min_tags": (3, 3, 3),  # MovieLens tagging: users with at least this many candidate-tag assignments
+    "p09.tag_test_per_user": (2, 2, 2),  # ... whose latest assignments are held out
+    "p09.tag_candidates": (15, 15, 15),  # candidate tags (LaMP-2 uses 15)
+    "p09.tag_persona_k": (4, 10, 10),  # genre personas of the persona rung (03's MovieLens K in the default size)
+    "p09.tag_lm_instances": (4, None, None),  # held-out assignments the LM tags (two prompts each: with and without history)
+    "p09.lamp_questions": (20, 200, None),  # LaMP-2 dev questions (when the files are there)
 }
 
 
