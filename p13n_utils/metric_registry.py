@@ -114,8 +114,6 @@ _ENTRIES = [
     Metric("ndcg@k_global_time_new_users", "higher", "ndcg@k under the global temporal split, on users who first "
            "appear after the split date (new users)."),
     # ------------------------------------------------------------------ evaluation (09)
-    Metric("kendall_tau", "higher", "Kendall's tau-b between two rankings of the same methods or signals (e.g. "
-           "judged directly and indirectly); 1.0 = the same order, 0 = unrelated, -1.0 = reversed.", None),
     Metric("ndcg@k_seed_sd", "lower", "Standard deviation over training seeds of a recommender's mean ndcg@k on "
            "the same users and split (n = the number of seeds; interval: chi-square); compare with "
            "ndcg@k_user_se.", None),
@@ -137,9 +135,10 @@ _ENTRIES = [
     Metric("bertscore_f1", "higher", "BERTScore F1 (no idf, no rescaling) between the generated reply and the user's "
            "gold reply: greedy matching of MiniLM token embeddings, F1 of the mean best-match cosines; "
            "unrelated sentences still score well above 0."),
-    Metric("kendall_tau", "higher", "Kendall tau-b between two metrics' scores of the same replies (method = "
-           "'<metric a>~<metric b>'): 1 = they order the replies alike, 0 = unrelated orders, -1 = reversed; "
-           "interval over users.", None),
+    Metric("kendall_tau", "higher", "Kendall tau-b between two orderings of the same things: two metrics' scores "
+           "of the same replies (method '<metric a>~<metric b>', interval over users), or the direct and indirect "
+           "rankings of the same signals (method 'direct_vs_indirect'); 1 = alike, 0 = unrelated, -1 = reversed.",
+           None),
     # ------------------------------------------------------------------ 09: LLM-as-judge (p13n_utils.judge)
     Metric("judge_acc", "higher", "LLM-as-judge accuracy on known-answer pairs (the user's own gold reply vs "
            "another user's, both orders): share of verdicts that pick the user's own reply; 0.5 = chance."),
