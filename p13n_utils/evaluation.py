@@ -364,6 +364,7 @@ def control_table(frame: pd.DataFrame, per_user: pd.DataFrame | None = None, n_r
                                       per_user, n_resamples, seed)
                 good = lambda t: t["upper"] < 0 if lower else t["lower"] > 0  # noqa: E731  interval on the good side of 0
                 out.append({"task": task, "metric": metric, "set": set_, "method": method, "n": int(row["n"]),
+                            "value": row["value"],
                             "control": control,
                             "baseline": base["method"], "vs_global": vs_global["diff"],
                             "vs_global_lower": vs_global["lower"], "vs_global_upper": vs_global["upper"],
@@ -484,7 +485,8 @@ def seed_spread(make_model: Callable[[int], object], split, seeds: Sequence[int]
 def plot_ladder(ladder_table: pd.DataFrame, controls: pd.DataFrame | None = None):
     """One figure for the whole ladder: each persona and user rung as its gain over the global
     baseline of the same evaluation set, in units of that baseline (``better / |global value|``,
-    so every metric reads "right of 0 is better"), with its 95% interval; for the user rungs
+    so every metric reads "right of 0 is better"; on a set without a global row, in units of the
+    method's own value), with its 95% interval; for the user rungs
     that have a matched control (``control_table``), the gain over the control as a hollow
     marker. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -499,13 +501,15 @@ def plot_ladder(ladder_table: pd.DataFrame, controls: pd.DataFrame | None = None
         flip = np.where([lower_is_better(m) for m in extra["metric"]], -1.0, 1.0)
         rungs = pd.concat([rungs, pd.DataFrame({
             "task": extra["task"], "metric": extra["metric"], "set": extra["set"], "level": "user",
-            "method": extra["method"], "n": extra["n"], "better": flip * extra["vs_global"],
+            "method": extra["method"], "n": extra["n"], "value": extra["value"], "better": flip * extra["vs_global"],
             "lower": extra["vs_global_lower"], "upper": extra["vs_global_upper"]})], ignore_index=True)
         rungs = rungs.sort_values(["task", "metric", "set", "level"], kind="stable")
     if rungs.empty:
         raise ValueError("no persona or user rung to plot")
     base = ladder_table[ladder_table["level"] == "global"].set_index(["task", "metric", "set"])["value"]
-    scale = np.array([abs(base.loc[(t, m, s)]) or 1.0 for t, m, s in zip(rungs["task"], rungs["metric"], rungs["set"])])
+    # units: the global baseline's value; on a set without a global row, the method's own value
+    scale = np.array([abs(base.get((t, m, s), v)) or 1.0 for t, m, s, v in
+                      zip(rungs["task"], rungs["metric"], rungs["set"], rungs["value"])])
     sign = np.where([lower_is_better(m) for m in rungs["metric"]], -1.0, 1.0)
     gain = rungs["better"].to_numpy() / scale
     lo = np.minimum(sign * rungs["lower"], sign * rungs["upper"]) / scale

@@ -248,3 +248,17 @@ def test_sd_interval_chi_square_by_hand():
     assert upper == pytest.approx(np.sqrt(2 / 0.0506356), rel=1e-5)
     with pytest.raises(ValueError):
         ev.sd_interval([1.0])
+
+
+def test_plot_ladder_draws_rungs_and_controls_even_without_a_global_row():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary = _summary()
+    summary["rows"] += [{**r, "n": 7} for r in _summary()["rows"] if r["method"] in ("contextual", "shuffled_user")]
+    frame = ev.rows_frame(summary)
+    fig = ev.plot_ladder(ev.ladder(frame), ev.control_table(frame))
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert any("contextual (n=7)" in text for text in labels) and any("segment" in text for text in labels)
+    with pytest.raises(ValueError):
+        ev.plot_ladder(ev.ladder(frame)[lambda t: t["level"] == "global"])
