@@ -117,6 +117,11 @@ EXPECTED = {
     "09_evaluation": [
         ("movielens", "user", "direct_vs_indirect", "kendall_tau"),
         *_rows("movielens-topk", "user", ["als", "torch_mf", "bpr"], ["ndcg@10_seed_sd", "ndcg@10_user_se"]),
+        *_rows("personachat-replies", "user", ["contextual", "contextual_other_user"],
+               ["rougeL", "bertscore_f1", "chrf", "gold_embed_sim"]),
+        *_rows("personachat-judge", "user", ["lm_judge"], ["judge_acc", "judge_flip_rate", "judge_longer_rate"]),
+        *_rows("movielens-tagging", "global", ["movie_popular_tag"], ["tag_acc", "tag_macro_f1"]),
+        *_rows("movielens-tagging", "user", ["user_top_tag"], ["tag_acc", "tag_macro_f1"]),
     ],
 }
 # Notebooks that analyse the rows of the notebooks before them (in the same build folder).
