@@ -262,3 +262,14 @@ def test_plot_ladder_draws_rungs_and_controls_even_without_a_global_row():
     assert any("contextual (n=7)" in text for text in labels) and any("segment" in text for text in labels)
     with pytest.raises(ValueError):
         ev.plot_ladder(ev.ladder(frame)[lambda t: t["level"] == "global"])
+
+
+def test_load_per_user_none_without_files_and_drops_09(tmp_path):
+    assert ev.load_per_user({"per_user_dir": str(tmp_path)}) is None
+    assert ev.load_per_user({}) is None
+    frame = pd.DataFrame({"task": ["t", "t"], "level": ["user", "user"], "method": ["a", "a"], "metric": ["mae", "mae"],
+                          "set": ["s", "s"], "user": [1, 2], "value": [0.5, 0.7]})
+    frame.to_csv(tmp_path / "04_x.users.csv.gz", index=False)
+    frame.to_csv(tmp_path / "09_evaluation.users.csv.gz", index=False)
+    loaded = ev.load_per_user({"per_user_dir": str(tmp_path)})
+    assert set(loaded["notebook"]) == {"04_x"} and list(loaded["user"]) == [1, 2]
