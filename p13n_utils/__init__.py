@@ -6,8 +6,10 @@ generation, tasks (the direct tasks' shared evaluation), prompts, user_context, 
 personas, training (the engine every trainer shares), adapters (the adapter lifecycle), finetune,
 alignment, recsys, recsys_classic (EASE, item-kNN, SAR, BPR with uniform negatives), torch_als,
 recsys_llm, own_user and own_user_app (notebook 12: a learner's own round through the ladder, and
-its page), metrics, metric_registry (one meaning per metric name), plotting, results (the results
-contract: rows, evaluation-set ids, per-user values), lesson, exercises, run (the
+its page), metrics, metric_registry (one meaning per metric name), text_metrics, judge and
+tagging (notebook 09's evaluation sections), evaluation (09's analysis of the recorded rows: the
+ladder, Holm/BH, matched controls, seed spread), plotting, results (the results contract: rows,
+evaluation-set ids, per-user values), lesson, exercises, run (the
 papermill runner), taxonomy.
 """
 

@@ -195,6 +195,14 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p12.n_items": (400, None, None),  # catalog: the N most-rated movies (None: all of latest-small)
     "p12.rag_k": (2, 2, 2),  # own facts retrieved for the user-RAG reply
     "p12.max_new_tokens": (16, 24, 32),  # length of each reply and of the LM-written taste profile
+    # 09_evaluation: text metrics reuse 02-04's generation sizes; judge and tagging (text_metrics, judge, tagging)
+    "p09.judge_users": (4, 60, None),  # PersonaChat users whose known-answer pair the LM judges (both orders)
+    "p09.tag_min_tags": (3, 3, 3),  # MovieLens tagging: users with at least this many candidate-tag assignments
+    "p09.tag_test_per_user": (2, 2, 2),  # ... whose latest assignments are held out
+    "p09.tag_candidates": (15, 15, 15),  # candidate tags (LaMP-2 uses 15)
+    "p09.tag_persona_k": (4, 10, 10),  # genre personas of the persona rung (03's MovieLens K in the default size)
+    "p09.tag_lm_instances": (4, None, None),  # held-out assignments the LM tags (two prompts each: with and without history)
+    "p09.lamp_questions": (20, 200, None),  # LaMP-2 dev questions (when the files are there)
 }
 
 

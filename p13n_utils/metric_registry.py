@@ -113,8 +113,53 @@ _ENTRIES = [
            "after it for every user) instead of the per-user holdout."),
     Metric("ndcg@k_global_time_new_users", "higher", "ndcg@k under the global temporal split, on users who first "
            "appear after the split date (new users)."),
+    # ------------------------------------------------------------------ evaluation (09)
+    Metric("ndcg@k_seed_sd", "lower", "Standard deviation over training seeds of a recommender's mean ndcg@k on "
+           "the same users and split (n = the number of seeds; interval: chi-square); compare with "
+           "ndcg@k_user_se.", None),
+    Metric("ndcg@k_user_se", "lower", "Bootstrap standard error over users of a recommender's mean ndcg@k (one "
+           "seed): the spread the usual interval covers, to set beside ndcg@k_seed_sd.", None),
     Metric("ndcg@k_ratio_to_best_published", "higher", "This project's ndcg@k divided by the best published "
            "number under the same protocol; 1.0 = matches it (a single number, no interval).", None),
+    # ------------------------------------------------------------------ 09: text-metric families (p13n_utils.text_metrics)
+    Metric("rouge1", "higher", "ROUGE-1 F1 between the generated reply and the user's gold reply: shared words "
+           "(stemmed, clipped counts); 1.0 = the same bag of words, 0 = no word in common."),
+    Metric("rouge2", "higher", "ROUGE-2 F1 between the generated reply and the user's gold reply: shared word "
+           "pairs (bigrams); 0 for most short chat replies."),
+    Metric("bleu", "higher", "Sentence BLEU (sacrebleu defaults, exp smoothing) of the generated reply against the "
+           "user's gold reply, on a 0-1 scale: geometric mean of 1- to 4-gram precisions times a brevity penalty."),
+    Metric("chrf", "higher", "chrF (sacrebleu) of the generated reply against the user's gold reply, on a 0-1 scale: "
+           "F-score (beta = 2) of character n-grams up to 6; credits shared word pieces that ROUGE misses."),
+    Metric("gold_embed_sim", "higher", "Cosine similarity (MiniLM sentence embeddings) between the generated reply "
+           "and the user's gold reply; about 1 = same meaning, near 0 = unrelated."),
+    Metric("bertscore_f1", "higher", "BERTScore F1 (no idf, no rescaling) between the generated reply and the user's "
+           "gold reply: greedy matching of MiniLM token embeddings, F1 of the mean best-match cosines; "
+           "unrelated sentences still score well above 0."),
+    Metric("kendall_tau", "higher", "Kendall tau-b between two orderings of the same things: two metrics' scores "
+           "of the same replies (method '<metric a>~<metric b>', interval over users), or the direct and indirect "
+           "rankings of the same signals (method 'direct_vs_indirect'); 1 = alike, 0 = unrelated, -1 = reversed.",
+           None),
+    # ------------------------------------------------------------------ 09: LLM-as-judge (p13n_utils.judge)
+    Metric("judge_acc", "higher", "LLM-as-judge accuracy on known-answer pairs (the user's own gold reply vs "
+           "another user's, both orders): share of verdicts that pick the user's own reply; 0.5 = chance."),
+    Metric("judge_acc_order_avg", "higher", "LLM-as-judge accuracy after averaging the judge's probability of the "
+           "user's own reply over the two orders (removes position bias); 0.5 = chance."),
+    Metric("judge_flip_rate", "lower", "Position bias of an LLM judge: share of pairs whose verdict changes when only "
+           "the order of the two replies is swapped; 0 = consistent, 1 = always follows the slot."),
+    Metric("judge_slot_a_rate", "lower", "Position bias of an LLM judge: share of verdicts that pick slot A (each pair "
+           "shown in both orders, so an unbiased judge scores 0.5; lower is better down to 0.5)."),
+    Metric("judge_longer_rate", "lower", "Length bias of an LLM judge: share of verdicts that pick the longer reply "
+           "(pairs of unequal length in words); compare with longer_is_own_rate, the rate a length-blind right "
+           "judge would match."),
+    Metric("longer_is_own_rate", "higher", "Share of the judge's pairs (unequal lengths) in which the user's own reply "
+           "is the longer one: the accuracy of a judge that always picks the longer reply (a property of the "
+           "pairs, not of a method)."),
+    # ------------------------------------------------------------------ 09: LaMP-2-style tagging (p13n_utils.tagging)
+    Metric("tag_acc", "higher", "Tagging accuracy: share of a user's held-out (movie, tag) assignments whose tag the "
+           "method predicts exactly among the fixed candidate tags, averaged over users; 1/15 = a random guess "
+           "among 15 candidates."),
+    Metric("tag_macro_f1", "higher", "Tagging macro-F1: F1 of each tag (gold or predicted) averaged with equal weight "
+           "over tags, so rare tags count as much as frequent ones; interval by resampling users.", None),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}

@@ -109,10 +109,10 @@ TAXONOMY: tuple[Entry, ...] = (
     # evaluation
     _e("evaluation", "evaluation", "direct evaluation",
        "agreement with the user's own text or preferences (perplexity, ROUGE, similarity)",
-       "09_evaluation"),
+       "09_evaluation", "Direct vs indirect on the same users"),
     _e("evaluation", "evaluation", "indirect evaluation",
-       "task metrics (NDCG/Recall/MAP@K, MAE/RMSE)", "08_recommendation",
-       "The ladder on the test split"),
+       "task metrics (NDCG/Recall/MAP@K, MAE/RMSE)", "09_evaluation",
+       "Direct vs indirect on the same users"),
     # open problems
     _e("open problem", "open problems", "benchmarks", "few shared, realistic benchmarks",
        "10_open_problems"),

@@ -114,7 +114,18 @@ EXPECTED = {
         *_rows("movielens-topk-published-latest-small", "user", ["als", "bpr", "bpr_torch", "ease", "item_knn", "sar"],
                ["ndcg@10", "map_all@10", "precision@10", "recall@10"]),
     ],
+    "09_evaluation": [
+        ("movielens", "user", "direct_vs_indirect", "kendall_tau"),
+        *_rows("movielens-topk", "user", ["als", "torch_mf", "bpr"], ["ndcg@10_seed_sd", "ndcg@10_user_se"]),
+        *_rows("personachat-replies", "user", ["contextual", "contextual_other_user"],
+               ["rougeL", "bertscore_f1", "chrf", "gold_embed_sim"]),
+        *_rows("personachat-judge", "user", ["lm_judge"], ["judge_acc", "judge_flip_rate", "judge_longer_rate"]),
+        *_rows("movielens-tagging", "global", ["movie_popular_tag"], ["tag_acc", "tag_macro_f1"]),
+        *_rows("movielens-tagging", "user", ["user_top_tag"], ["tag_acc", "tag_macro_f1"]),
+    ],
 }
+# Notebooks that analyse the rows of the notebooks before them (in the same build folder).
+READS_EARLIER = {"09_evaluation"}
 
 
 # --------------------------------------------------------------------------- one run each
@@ -129,8 +140,11 @@ def smoke_dir(tmp_path_factory):
 def smoke_run(name: str, build_dir) -> dict:
     """The runner's record of ``name`` executed in the smoke size; executed on first use only
     (a failure is remembered too, so a broken notebook fails each of its tests without
-    re-running)."""
+    re-running). A notebook of :data:`READS_EARLIER` first runs the notebooks before it."""
     if name not in _RUNS:
+        if name in READS_EARLIER:
+            for earlier in NOTEBOOKS[:NOTEBOOKS.index(name)]:
+                smoke_run(earlier, build_dir)
         try:
             _RUNS[name] = run.execute_notebook(name, "smoke", build_dir=build_dir)
         except run.NotebookFailed as err:
@@ -307,6 +321,20 @@ def test_12_shows_every_level_and_list(smoke_dir):
                       for c in executed.cells if c.cell_type == "code")
     assert "one round (" in shown and "3 of the 3 personalized replies differ" in shown, shown[-2000:]
     assert all(m in shown for m in ("popularity", "persona_popularity", "als_fold_in", "content_embed", "llm_profile"))
+
+
+def test_09_seed_spread_and_tau_are_sane(smoke_dir):
+    """09 refits ALS, torch_mf and BPR over 5 seeds: each has a seed spread > 0 with an interval
+    around it; torch_mf, the same algorithm as ALS, spreads within a factor 2 of ALS; Kendall tau
+    lies in [-1, 1] with its interval."""
+    record = smoke_run("09_evaluation", smoke_dir)
+    sd = {r["method"]: r for r in record["rows"] if r["metric"] == "ndcg@10_seed_sd"}
+    assert set(sd) == {"als", "torch_mf", "bpr"}
+    for row in sd.values():
+        assert row["n"] == 5 and row["value"] > 0 and row["lower"] <= row["upper"], row
+    assert 0.5 <= sd["torch_mf"]["value"] / sd["als"]["value"] <= 2, sd
+    tau = next(r for r in record["rows"] if r["metric"] == "kendall_tau")
+    assert -1 <= tau["value"] <= 1 and -1 <= tau["lower"] <= tau["upper"] <= 1, tau
 
 
 @pytest.mark.notebooks
