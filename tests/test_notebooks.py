@@ -323,6 +323,7 @@ def test_12_shows_every_level_and_list(smoke_dir):
     assert all(m in shown for m in ("popularity", "persona_popularity", "als_fold_in", "content_embed", "llm_profile"))
 
 
+@pytest.mark.notebooks
 def test_09_seed_spread_and_tau_are_sane(smoke_dir):
     """09 refits ALS, torch_mf and BPR over 5 seeds: each has a seed spread > 0 with an interval
     around it; torch_mf, the same algorithm as ALS, spreads within a factor 2 of ALS; Kendall tau
