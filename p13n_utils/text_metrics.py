@@ -170,14 +170,18 @@ def bertscore(embedder, predictions: Sequence[str], references: Sequence[str]) -
 def bertscore_package(embedder, predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
     """The same scores from the ``bert-score`` package, pointed at the embedder's local model
     folder (no hub access) and its last layer, without idf or rescaling: a cross-check of
-    :func:`bertscore`."""
+    :func:`bertscore`.
+
+    One pair per batch: in a padded batch the package multiplies the cosines by the padding mask,
+    so a token whose best cosine is negative gets 0 from a padding slot instead (its scores then
+    depend on which sentences share the batch, by up to about 1e-3 on chat replies)."""
     import bert_score
 
     predictions, references = _pairs(predictions, references)
     model = embedder[0].auto_model
     scorer = bert_score.BERTScorer(model_type=model.name_or_path, num_layers=model.config.num_hidden_layers,
                                    idf=False, rescale_with_baseline=False, device="cpu")
-    p, r, f = scorer.score(predictions, references, batch_size=64)
+    p, r, f = scorer.score(predictions, references, batch_size=1)
     return pd.DataFrame({"bertscore_p": p.double().numpy(), "bertscore_r": r.double().numpy(),
                          "bertscore_f1": f.double().numpy()})
 
