@@ -38,7 +38,7 @@ import pandas as pd
 
 __all__ = [
     "METRIC_NAMES", "tokenize", "rouge_n", "rouge_l", "rouge_scores", "bleu_chrf", "embedding_similarity",
-    "bertscore", "bertscore_package", "reply_metrics", "metric_agreement", "agreement_by_kind",
+    "bertscore", "bertscore_package", "reply_metrics", "metric_agreement", "agreement_matrix", "agreement_by_kind",
     "reply_kinds", "ladder_reply_methods", "generate_ladder_replies", "paired_comparisons", "text_metric_families",
 ]
 
@@ -231,6 +231,16 @@ def metric_agreement(scores: pd.DataFrame, metrics: Sequence[str] = METRIC_NAMES
     return pd.DataFrame(rows)
 
 
+def agreement_matrix(agreement: pd.DataFrame) -> pd.DataFrame:
+    """:func:`metric_agreement`'s pairs as a symmetric metric x metric table of tau (1 on the
+    diagonal), ready for a heatmap."""
+    names = list(dict.fromkeys(list(agreement["metric_a"]) + list(agreement["metric_b"])))
+    matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for _, row in agreement.iterrows():
+        matrix.loc[row["metric_a"], row["metric_b"]] = matrix.loc[row["metric_b"], row["metric_a"]] = row["tau"]
+    return matrix
+
+
 def reply_kinds(predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
     """Simple properties of each reply that the metrics may judge differently: ``short`` (fewer
     words than the median reply of this list), ``no_shared_word`` (no word in common with the gold
@@ -365,7 +375,8 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
     dict with
         ``replies`` (one row per generated reply, with every metric and its kinds),
         ``means`` (per method and metric: value, lower, upper, n), ``paired`` (:func:`paired_comparisons`),
-        ``agreement`` (:func:`metric_agreement`), ``method_ranks`` (each metric's ranking of the
+        ``agreement`` (:func:`metric_agreement`; ``agreement_matrix`` the same as a square table),
+        ``method_ranks`` (each metric's ranking of the
         methods, 1 = best), ``method_tau`` (Kendall tau between the metrics' rankings of methods),
         ``by_kind`` (:func:`agreement_by_kind`), ``crosscheck`` (largest absolute difference of the
         minimal ROUGE / BERTScore from the packages), ``dropped_empty`` and ``seconds``.
@@ -415,6 +426,7 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
             sample["bertscore_f1"] - bertscore_package(embedder, sample["generated"], sample["reply"])["bertscore_f1"]).max()),
         "n_pairs": len(sample),
     }
-    return {"replies": replies, "means": means, "paired": paired, "agreement": agreement, "method_ranks": ranks.astype(int),
+    return {"replies": replies, "means": means, "paired": paired, "agreement": agreement,
+            "agreement_matrix": agreement_matrix(agreement), "method_ranks": ranks.astype(int),
             "method_tau": method_tau, "by_kind": by_kind, "crosscheck": crosscheck,
             "dropped_empty": len(bad_dialogues), "seconds": time.perf_counter() - start}
