@@ -5,8 +5,9 @@ cache, loaders), splits, profiles (the four kinds of user data), synthetic (test
 generation, tasks (the direct tasks' shared evaluation), prompts, user_context, retrieval,
 personas, training (the engine every trainer shares), adapters (the adapter lifecycle), finetune,
 alignment, recsys, recsys_classic (EASE, item-kNN, SAR, BPR with uniform negatives), torch_als,
-recsys_llm, metrics, text_metrics, judge and tagging (notebook 09's evaluation sections), plotting,
-results (the results contract), lesson, exercises, run (the
+recsys_llm, metrics, metric_registry (one meaning per metric name), text_metrics, judge and tagging
+(notebook 09's evaluation sections), plotting, results (the results contract: rows, evaluation-set
+ids, per-user values), lesson, exercises, run (the
 papermill runner), taxonomy.
 """
 

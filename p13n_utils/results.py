@@ -69,7 +69,8 @@ def set_id(task: str, users) -> str:
     if not keys:
         raise ValueError("set_id needs at least one user")
     digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:6]
-    return f"{TASK_ABBREVIATIONS.get(task, task)}-{len(keys)}u-{digest}"
+    prefix = TASK_ABBREVIATIONS.get(task, task.replace("movielens-topk-published", "mlk-pub"))
+    return f"{prefix}-{len(keys)}u-{digest}"
 
 
 def use_set(task: str, set_: str) -> str:
@@ -392,10 +393,12 @@ def record_rating_errors(task: str, level: str, method: str, errors: pd.DataFram
     the user's MSE)`` and its interval the square root of the MSE's interval (the percentile
     bootstrap commutes with a monotone map): averaging per-user RMSEs instead would, with one
     rating per user, just repeat the MAE."""
+    if "user" in errors.columns:  # rating_errors' frame, not yet indexed by user
+        errors = errors.set_index("user")
     mae = record_ci(task, level, method, "mae", errors["mae"], n_resamples=n_resamples, seed=seed, set=set)
     mean, lower, upper = bootstrap_ci(errors["mse"].to_numpy(), n_resamples=n_resamples, seed=seed)
     rmse = record(task, level, method, "rmse", float(np.sqrt(mean)), float(np.sqrt(lower)),
-                  float(np.sqrt(upper)), n=len(errors), set=set, per_user=errors["mse"])
+                  float(np.sqrt(upper)), n=len(errors), set=mae["set"], per_user=errors["mse"])
     return {"mae": mae, "rmse": rmse}
 
 

@@ -252,7 +252,8 @@ def render_markdown(summary: dict) -> str:
              "(first-run times are quoted in each notebook). `peak MB` is the kernel's peak resident "
              "memory (Binder gives about 2 GB); `LM dtype` is what the LM of 02-05 ran in on that "
              "hardware. `set` names the evaluation set (which users, `<task>-<n>u-<hash>`): compare two "
-             "rows only when their sets are equal.", "", "| " + " | ".join(RUN_HEADERS) + " |",
+             "rows only when their sets are equal. The intervals cover the sampling of users, not the "
+             "randomness of training (seeds); per-user values are in `per_user/<notebook>.csv.gz`.", "", "| " + " | ".join(RUN_HEADERS) + " |",
              "|---" * len(RUN_HEADERS) + "|"]
     lines += ["| " + " | ".join(_fmt(n.get(k)) for k in RUN_FIELDS) + " |" for n in summary["notebooks"]]
     tasks = sorted({row["task"] for row in summary["rows"]})

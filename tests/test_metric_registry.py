@@ -66,6 +66,10 @@ def test_committed_results_use_registry_names_and_set_ids():
                   if not r.get("set") or r["metric"] not in _valid(r["metric"])})
     assert not bad, f"rows with an unknown metric name or no set id: {bad[:10]}"
     assert all(n.get("size") for n in summary["notebooks"])
+    # and their per-user values are committed beside them (figures/per_user/<notebook>.csv.gz)
+    with_rows = {r["notebook"] for r in summary["rows"]}
+    missing = sorted(nb for nb in with_rows if not (config.REPO_ROOT / "figures" / "per_user" / f"{nb}.csv.gz").exists())
+    assert not missing, f"no committed per-user values for {missing}: re-run the notebooks (default size)"
 
 
 def _valid(name):

@@ -113,6 +113,7 @@ def test_set_ids_differ_for_different_subsets_and_not_for_order():
     assert results.set_id("personachat", [1, 2, 4]) != a  # same size, other users
     assert results.set_id("personachat", [1, 2]) != a
     assert results.set_id("movielens-rating", [1, 2, 3]).startswith("mlr-3u-")
+    assert results.set_id("movielens-topk-published-100k", [1]).startswith("mlk-pub-100k-1u-")
     with pytest.raises(ValueError, match="at least one user"):
         results.set_id("personachat", [])
 

@@ -173,6 +173,9 @@ def test_record_rating_errors_rmse_is_the_root_of_the_mean_squared_error():
     assert rows["rmse"]["value"] == pytest.approx(np.sqrt(5 / 3))           # not the MAE again
     assert rows["rmse"]["lower"] <= rows["rmse"]["value"] <= rows["rmse"]["upper"]
     assert [r["metric"] for r in results.rows()] == ["mae", "rmse"]
+    assert rows["mae"]["set"] == rows["rmse"]["set"] == results.set_id("movielens-rating", [1, 2, 3])
+    kept = results.user_values().set_index(["metric", "user"])["value"]
+    assert kept["mae"].to_dict() == {1: 1.0, 2: 2.0, 3: 0.0} and kept["rmse"].to_dict() == {1: 1.0, 2: 4.0, 3: 0.0}
     results.clear()
 
 
