@@ -128,7 +128,7 @@ def global_tags(ev: TagEval) -> list[str]:
 
 def persona_tags(ev: TagEval, persona_of: pd.Series, fallback: Sequence[str]) -> list[str]:
     """Persona: the movie's most frequent candidate tag among the other users of the user's persona,
-    else the persona's most frequent candidate overall, else ``fallback`` (the global tag).
+    else the candidate used by most of them (one vote per user), else ``fallback`` (the global tag).
     ``persona_of`` maps user_id -> persona; a user without a persona gets the fallback."""
     out = []
     for (_, row), back in zip(ev.test.iterrows(), fallback):
@@ -136,7 +136,8 @@ def persona_tags(ev: TagEval, persona_of: pd.Series, fallback: Sequence[str]) ->
         mates = set(persona_of.index[persona_of == persona]) - {row["user_id"]} if persona is not None else set()
         pool = ev.history[ev.history["user_id"].isin(mates)]
         on_movie = pool[pool["item_id"] == row["item_id"]]
-        out.append(most_frequent(on_movie["tag"], ev.candidates) or most_frequent(pool["tag"], ev.candidates) or back)
+        votes = pool.drop_duplicates(["user_id", "tag"])["tag"]  # one vote per mate and tag: no heavy tagger dominates
+        out.append(most_frequent(on_movie["tag"], ev.candidates) or most_frequent(votes, ev.candidates) or back)
     return out
 
 

@@ -38,7 +38,7 @@ import pandas as pd
 
 __all__ = [
     "METRIC_NAMES", "tokenize", "rouge_n", "rouge_l", "rouge_scores", "bleu_chrf", "embedding_similarity",
-    "bertscore", "bertscore_package", "reply_metrics", "metric_agreement", "agreement_by_kind",
+    "bertscore", "bertscore_package", "reply_metrics", "metric_agreement", "agreement_matrix", "agreement_by_kind",
     "reply_kinds", "ladder_reply_methods", "generate_ladder_replies", "paired_comparisons", "text_metric_families",
 ]
 
@@ -170,14 +170,18 @@ def bertscore(embedder, predictions: Sequence[str], references: Sequence[str]) -
 def bertscore_package(embedder, predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
     """The same scores from the ``bert-score`` package, pointed at the embedder's local model
     folder (no hub access) and its last layer, without idf or rescaling: a cross-check of
-    :func:`bertscore`."""
+    :func:`bertscore`.
+
+    One pair per batch: in a padded batch the package multiplies the cosines by the padding mask,
+    so a token whose best cosine is negative gets 0 from a padding slot instead (its scores then
+    depend on which sentences share the batch, by up to about 1e-3 on chat replies)."""
     import bert_score
 
     predictions, references = _pairs(predictions, references)
     model = embedder[0].auto_model
     scorer = bert_score.BERTScorer(model_type=model.name_or_path, num_layers=model.config.num_hidden_layers,
                                    idf=False, rescale_with_baseline=False, device="cpu")
-    p, r, f = scorer.score(predictions, references, batch_size=64)
+    p, r, f = scorer.score(predictions, references, batch_size=1)
     return pd.DataFrame({"bertscore_p": p.double().numpy(), "bertscore_r": r.double().numpy(),
                          "bertscore_f1": f.double().numpy()})
 
@@ -225,6 +229,16 @@ def metric_agreement(scores: pd.DataFrame, metrics: Sequence[str] = METRIC_NAMES
         rows.append({"metric_a": a, "metric_b": b, "tau": _tau(x, y), "lower": float(lower), "upper": float(upper),
                      "n_users": int(users.size), "n_replies": len(scores)})
     return pd.DataFrame(rows)
+
+
+def agreement_matrix(agreement: pd.DataFrame) -> pd.DataFrame:
+    """:func:`metric_agreement`'s pairs as a symmetric metric x metric table of tau (1 on the
+    diagonal), ready for a heatmap."""
+    names = list(dict.fromkeys(list(agreement["metric_a"]) + list(agreement["metric_b"])))
+    matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for _, row in agreement.iterrows():
+        matrix.loc[row["metric_a"], row["metric_b"]] = matrix.loc[row["metric_b"], row["metric_a"]] = row["tau"]
+    return matrix
 
 
 def reply_kinds(predictions: Sequence[str], references: Sequence[str]) -> pd.DataFrame:
@@ -361,7 +375,8 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
     dict with
         ``replies`` (one row per generated reply, with every metric and its kinds),
         ``means`` (per method and metric: value, lower, upper, n), ``paired`` (:func:`paired_comparisons`),
-        ``agreement`` (:func:`metric_agreement`), ``method_ranks`` (each metric's ranking of the
+        ``agreement`` (:func:`metric_agreement`; ``agreement_matrix`` the same as a square table),
+        ``method_ranks`` (each metric's ranking of the
         methods, 1 = best), ``method_tau`` (Kendall tau between the metrics' rankings of methods),
         ``by_kind`` (:func:`agreement_by_kind`), ``crosscheck`` (largest absolute difference of the
         minimal ROUGE / BERTScore from the packages), ``dropped_empty`` and ``seconds``.
@@ -411,6 +426,7 @@ def text_metric_families(cfg, pc, model, tokenizer, embedder, record: bool = Tru
             sample["bertscore_f1"] - bertscore_package(embedder, sample["generated"], sample["reply"])["bertscore_f1"]).max()),
         "n_pairs": len(sample),
     }
-    return {"replies": replies, "means": means, "paired": paired, "agreement": agreement, "method_ranks": ranks.astype(int),
+    return {"replies": replies, "means": means, "paired": paired, "agreement": agreement,
+            "agreement_matrix": agreement_matrix(agreement), "method_ranks": ranks.astype(int),
             "method_tau": method_tau, "by_kind": by_kind, "crosscheck": crosscheck,
             "dropped_empty": len(bad_dialogues), "seconds": time.perf_counter() - start}

@@ -44,3 +44,19 @@ def test_llm_judge_and_tagging(setup):
     assert {"movie_popular_tag", "persona_popular_tag", "user_top_tag", "global_lm", "user_lm"} == set(tag["table"]["method"])
     metrics = set(results.table()["metric"])
     assert {"judge_acc", "judge_flip_rate", "tag_acc", "tag_macro_f1", "tag_acc_diff_vs_movie_popular_tag"} <= metrics
+
+
+def test_lamp2_with_the_lm_on_a_tiny_file(setup, tmp_path):
+    import json
+
+    from p13n_utils import tagging
+
+    cfg, _, model, tok, _ = setup
+    question = {"id": "q1", "input": "tags: [sci-fi, comedy, action] description: A space movie.",
+                "profile": [{"tag": "sci-fi", "description": "robots", "id": "p1"}]}
+    (tmp_path / "dev_questions.json").write_text(json.dumps([question, dict(question, id="q2")]))
+    (tmp_path / "dev_outputs.json").write_text(json.dumps(
+        {"task": "LaMP_2", "golds": [{"id": "q1", "output": "sci-fi"}, {"id": "q2", "output": "comedy"}]}))
+    out = tagging.lamp2_tagging(cfg, model, tok, path=tmp_path, record=False)
+    assert set(out["instances"]["user_lm"]) <= {"sci-fi", "comedy", "action"}
+    assert {"global_lm", "user_lm"} <= set(out["table"]["method"])

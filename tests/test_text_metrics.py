@@ -142,6 +142,8 @@ def test_metric_agreement_and_by_kind():
     assert agree.loc[("m1", "m2"), ["tau", "lower", "upper"]].tolist() == pytest.approx([1, 1, 1])
     assert agree.loc[("m1", "m3"), "tau"] == pytest.approx(-1)
     assert agree.loc[("m1", "m2"), "n_users"] == 10 and agree.loc[("m1", "m2"), "n_replies"] == 40
+    matrix = tm.agreement_matrix(agree.reset_index())
+    assert matrix.loc["m3", "m1"] == pytest.approx(-1) and matrix.loc["m2", "m2"] == 1 and (matrix == matrix.T).all().all()
     kinds = pd.DataFrame({"short": x < 0.5})
     table = tm.agreement_by_kind(scores, kinds, [("m1", "m3")])
     assert table["n_replies"].sum() == 40 and (table["m1 vs m3"].dropna() == -1).all()
