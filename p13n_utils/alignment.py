@@ -53,7 +53,7 @@ from .adapters import (ADAPTER_META, DEFAULT_TARGET_MODULES, add_lora, adapter_p
                        load_adapter, merge_adapters, save_adapter, use_adapter)
 from .cache import fingerprint, memo, payload_key
 from .training import (TrainConfig, TrainResult, check_history, collate, encode_pairs, pad_id,
-                       sequence_logps, train_loop)
+                       sequence_logps, tokens_per_step, train_loop)
 
 __all__ = [
     "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
@@ -618,7 +618,8 @@ def train_dpo_lora(model, tokenizer, pairs, train: TrainConfig, beta: float = 0.
         return loss, n_tokens, {"margin": margin.mean(), "accuracy": (margin > 0).float().mean()}
 
     result = train_loop(model, adapter_params(model, adapter_name), step_loss, len(chosen), train,
-                        desc=f"DPO {adapter_name}")
+                        desc=f"DPO {adapter_name}",
+                        tokens_per_step=tokens_per_step(chosen + rejected, 2 * train.batch_size))
     result.adapter_name = adapter_name
     return result
 

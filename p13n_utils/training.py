@@ -33,12 +33,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import memory
 from .generation import pad_id  # the one definition, shared with scoring and generation
 
 __all__ = [
     "IGNORE_INDEX", "NotEnoughHistoryError", "TrainConfig", "TrainResult", "as_pairs", "encode_pairs",
     "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id",
-    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "training_memory_bytes",
+    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "tokens_per_step", "training_memory_bytes",
     "available_memory_bytes",
 ]
 
@@ -377,7 +378,7 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int):
 
 
 def train_loop(model, params: list, step_loss: Callable, n_examples: int, train: TrainConfig,
-               desc: str = "training") -> TrainResult:
+               desc: str = "training", tokens_per_step: int | None = None) -> TrainResult:
     """The one training loop behind every trainer: AdamW on ``params``, a loss per step.
 
     Parameters
@@ -395,6 +396,11 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
         ``steps, lr, batch_size, seed, weight_decay, max_grad_norm, progress``.
     desc : str
         The progress bar's label.
+    tokens_per_step : int, optional
+        The most tokens a step runs with gradients (:func:`tokens_per_step`). When their
+        activations do not fit in the memory available (:func:`p13n_utils.memory.fits`), the
+        loop prints why and trains with gradient checkpointing (each layer's activations are
+        recomputed in the backward pass: the same gradients, about a third slower).
 
     Returns
     -------
@@ -411,6 +417,7 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     was_training = model.training
     model.train()
+    checkpointed = _checkpoint_if_short_of_memory(model, tokens_per_step, desc)
     start = time.perf_counter()
     try:
         for indices in tqdm(batch_indices(n_examples, train.batch_size, train.steps, train.seed), total=train.steps,
@@ -428,7 +435,42 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     finally:
         result.seconds = time.perf_counter() - start
         model.train(was_training)
+        if checkpointed is not None:
+            checkpointed()  # gradient checkpointing off again
+        del optimizer
+        memory.release()  # the freed activations back to the system (else the C heap keeps them)
     return result
+
+
+def tokens_per_step(examples: list[dict], batch_size: int, sequences_per_example: int = 1, extra: int = 0) -> int:
+    """The most tokens one step can run: ``batch_size`` examples padded to the longest one
+    (plus ``extra`` tokens each, e.g. a soft prompt), ``sequences_per_example`` sequences each
+    (2 for a preference pair)."""
+    longest = max(len(e["input_ids"]) for e in examples) + extra
+    return sequences_per_example * min(batch_size, len(examples)) * longest
+
+
+def _checkpoint_if_short_of_memory(model, n_tokens: int | None, desc: str):
+    """Switch on gradient checkpointing when ``n_tokens``' activations do not fit; return the
+    function that switches it off (None: not needed, or not a transformers model)."""
+    from transformers import PreTrainedModel
+
+    if n_tokens is None:
+        return None
+    hf = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if hf is None or not hf.supports_gradient_checkpointing:
+        return None
+    ok, reason = memory.fits(memory.activation_bytes(hf.config, n_tokens),
+                             f"{desc}: backpropagation through {n_tokens} tokens a step",
+                             "trained with gradient checkpointing instead (the same gradients, slower)")
+    if ok:
+        return None
+    print(reason)
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.2 names it so
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return hf.activation_checkpointing_disable
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return hf.gradient_checkpointing_disable
 
 
 # =========================================================================== does it fit in memory?
