@@ -21,6 +21,7 @@ Bad input: no pairs at all raise ``ValueError``; fewer than ``TrainConfig.min_pa
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import os
 import time
@@ -322,12 +323,31 @@ def sequence_logps(model, batch: dict):
         Number of target tokens of each sequence.
     """
     batch = to_device(batch, model_device(model))
+    keep = _target_span(batch["labels"]) if _TARGETS_ONLY.get() else 0   # 0: logits at every position
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], use_cache=False).logits
+                   position_ids=batch["position_ids"], use_cache=False, **({"logits_to_keep": keep} if keep else {})).logits
     labels = batch["labels"][:, 1:]                      # the token at t+1 is predicted at t
+    if keep:
+        labels = labels[:, -(keep - 1):]                 # the positions whose logits were kept
     token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
                                 ignore_index=IGNORE_INDEX, reduction="none")   # 0 where ignored
     return -token_nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+_TARGETS_ONLY = contextvars.ContextVar("p13n_targets_only", default=False)
+"""True inside a training loop short of memory: :func:`sequence_logps` computes the logits
+(49,152 numbers a token for SmolLM2, the largest activation by far) only from the first target
+position on, instead of at every prompt position."""
+
+
+def _target_span(labels: torch.Tensor) -> int:
+    """Positions, counted from the end, that hold every target token and the one before it
+    (0 when that is the whole sequence)."""
+    columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(columns) == 0:
+        return 0
+    keep = labels.shape[1] - int(columns[0]) + 1
+    return keep if keep < labels.shape[1] else 0
 
 
 def lm_loss(model, batch: dict):
@@ -400,7 +420,8 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
         The most tokens a step runs with gradients (:func:`tokens_per_step`). When their
         activations do not fit in the memory available (:func:`p13n_utils.memory.fits`), the
         loop prints why and trains with gradient checkpointing (each layer's activations are
-        recomputed in the backward pass: the same gradients, about a third slower).
+        recomputed in the backward pass) and with logits at the target positions only (the
+        prompt's are never used): the same loss, less memory, slower.
 
     Returns
     -------
@@ -418,6 +439,7 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     was_training = model.training
     model.train()
     checkpointed = _checkpoint_if_short_of_memory(model, tokens_per_step, desc)
+    targets_only = _TARGETS_ONLY.set(checkpointed is not None)
     start = time.perf_counter()
     try:
         for indices in tqdm(batch_indices(n_examples, train.batch_size, train.steps, train.seed), total=train.steps,
@@ -435,6 +457,7 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     finally:
         result.seconds = time.perf_counter() - start
         model.train(was_training)
+        _TARGETS_ONLY.reset(targets_only)
         if checkpointed is not None:
             checkpointed()  # gradient checkpointing off again
         del optimizer
@@ -462,7 +485,8 @@ def _checkpoint_if_short_of_memory(model, n_tokens: int | None, desc: str):
         return None
     ok, reason = memory.fits(memory.activation_bytes(hf.config, n_tokens),
                              f"{desc}: backpropagation through {n_tokens} tokens a step",
-                             "trained with gradient checkpointing instead (the same gradients, slower)")
+                             "trained with gradient checkpointing and the logits of the target tokens only "
+                             "instead (the same loss, less memory, slower)")
     if ok:
         return None
     print(reason)

@@ -77,6 +77,21 @@ def test_training_short_of_memory_checkpoints_with_a_printed_reason_and_the_same
     base = result.model.get_base_model()
     on = base.is_activation_checkpointing if hasattr(base, "is_activation_checkpointing") else base.is_gradient_checkpointing
     assert not on                                                # switched off again afterwards
-    pairs = [("user : hi", "yes", "no"), ("user : tea ?", "yes tea", "no")]
-    log = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
-    assert "DPO d: backpropagation through" in capsys.readouterr().out and len(log.losses) == 2
+    pairs = [("user : do you like tea ?", "yes", "no"), ("user : hi", "yes i like tea", "no")]
+    short = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
+    assert "DPO d: backpropagation through" in capsys.readouterr().out
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "1000")
+    full = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
+    np.testing.assert_allclose(short.losses, full.losses, rtol=1e-5)
+
+
+def test_target_span_keeps_every_target_position_and_the_one_before():
+    import torch
+
+    from p13n_utils.training import _target_span
+
+    labels = torch.tensor([[-100, -100, -100, 5, 6, -100],      # right-padded: targets mid-sequence
+                           [-100, -100, -100, -100, 7, 8]])
+    assert _target_span(labels) == 4          # positions 2..5: 2 predicts the first target, at 3
+    assert _target_span(torch.tensor([[-100, 4, 5]])) == 0     # the whole sequence: keep everything
+    assert _target_span(torch.full((2, 3), -100)) == 0
