@@ -257,7 +257,13 @@ def encode_pairs(tokenizer, pairs, max_length: int | None = None, append_eos: bo
     return examples
 
 
-def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") -> dict:
+_TARGETS_ONLY = contextvars.ContextVar("p13n_targets_only", default=False)
+"""True inside a training loop short of memory: :func:`sequence_logps` computes the logits
+(49,152 numbers a token for SmolLM2, the largest activation by far) only from the first target
+position on, instead of at every prompt position."""
+
+
+def collate(examples: Sequence[dict], pad_id: int, padding_side: str | None = None) -> dict:
     """Pad encoded examples into a batch of tensors.
 
     Parameters
@@ -266,10 +272,11 @@ def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") 
         From :func:`encode_pairs`.
     pad_id : int
         The tokenizer's pad token id (masked out anyway).
-    padding_side : {"right", "left"}
+    padding_side : {"right", "left"}, optional
         Right padding is the usual choice for training; left padding is what batched generation
         uses. Both give the same loss because the position ids count from each sequence's first
-        real token.
+        real token. Default right, or left inside a training loop short of memory (the targets
+        then sit together at the end, so few positions need logits: :func:`sequence_logps`).
 
     Returns
     -------
@@ -277,6 +284,8 @@ def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") 
         ``input_ids``, ``attention_mask``, ``position_ids`` and ``labels`` (``-100`` on the
         prompt and the padding), each of shape (batch, longest sequence).
     """
+    if padding_side is None:
+        padding_side = "left" if _TARGETS_ONLY.get() else "right"
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not examples:
@@ -332,12 +341,6 @@ def sequence_logps(model, batch: dict):
     token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
                                 ignore_index=IGNORE_INDEX, reduction="none")   # 0 where ignored
     return -token_nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
-
-
-_TARGETS_ONLY = contextvars.ContextVar("p13n_targets_only", default=False)
-"""True inside a training loop short of memory: :func:`sequence_logps` computes the logits
-(49,152 numbers a token for SmolLM2, the largest activation by far) only from the first target
-position on, instead of at every prompt position."""
 
 
 def _target_span(labels: torch.Tensor) -> int:

@@ -48,6 +48,18 @@ def test_item_knn_cosine_and_neighbour_cut_by_hand():
     assert (one.sim_.toarray() > 0).sum(axis=1).max() == 1  # one neighbour per item
 
 
+def test_item_knn_and_ease_do_not_depend_on_how_the_memory_is_spent():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((40, 25)) < 0.3).astype(np.float32))
+    for neighbours in (None, 3):
+        whole = rc.ItemKNN(neighbours=neighbours, block=1024).fit(X)
+        blocked = rc.ItemKNN(neighbours=neighbours, block=7).fit(X)  # rows 7 at a time: the same matrix
+        assert np.array_equal(whole.sim_.toarray(), blocked.sim_.toarray())
+    B = rc.EASE(reg=5.0).fit(X).B_                                   # in place, as the textbook formula
+    P = np.linalg.inv((X.T @ X).toarray() + 5.0 * np.eye(25, dtype=np.float32))
+    assert B.dtype == np.float32 and np.array_equal(B, np.eye(25, dtype=np.float32) - P / np.diag(P))
+
+
 def test_sar_jaccard_and_decay_by_hand():
     X = sp.csr_matrix(np.array([[5, 4, 0], [3, 0, 0], [0, 2, 1]], dtype=np.float32))
     model = rc.SAR(similarity="jaccard").fit(X)
