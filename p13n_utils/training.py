@@ -21,6 +21,7 @@ Bad input: no pairs at all raise ``ValueError``; fewer than ``TrainConfig.min_pa
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import os
@@ -40,7 +41,8 @@ from .generation import pad_id  # the one definition, shared with scoring and ge
 __all__ = [
     "IGNORE_INDEX", "NotEnoughHistoryError", "TrainConfig", "TrainResult", "as_pairs", "encode_pairs",
     "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id",
-    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "tokens_per_step", "training_memory_bytes",
+    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "tokens_per_step",
+    "target_logits_if_short", "training_memory_bytes",
     "available_memory_bytes",
 ]
 
@@ -334,13 +336,36 @@ def sequence_logps(model, batch: dict):
     batch = to_device(batch, model_device(model))
     keep = _target_span(batch["labels"]) if _TARGETS_ONLY.get() else 0   # 0: logits at every position
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], use_cache=False, **({"logits_to_keep": keep} if keep else {})).logits
+                   position_ids=batch["position_ids"], use_cache=False,
+                   **({"logits_to_keep": keep} if keep else {})).logits
     labels = batch["labels"][:, 1:]                      # the token at t+1 is predicted at t
     if keep:
         labels = labels[:, -(keep - 1):]                 # the positions whose logits were kept
     token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
                                 ignore_index=IGNORE_INDEX, reduction="none")   # 0 where ignored
     return -token_nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+_REPORTED: set[str] = set()
+
+
+@contextlib.contextmanager
+def target_logits_if_short(model, n_tokens: int, part: str):
+    """Inside the block, :func:`sequence_logps` computes logits at the target positions only
+    when the logits of ``n_tokens`` tokens at every position do not fit in the memory available
+    (:func:`p13n_utils.memory.fits`; the reason is printed once per ``part``). The same
+    log-probabilities, less memory; on a machine with enough memory nothing changes."""
+    need = memory.logits_bytes(n_tokens, 1, model.config.vocab_size, copies=2)
+    ok, reason = memory.fits(need, f"{part}: logits at every position of {n_tokens} tokens",
+                             "logits of the target tokens only (the same log-probabilities)")
+    if not ok and part not in _REPORTED:
+        _REPORTED.add(part)
+        print(reason)
+    token = _TARGETS_ONLY.set(_TARGETS_ONLY.get() or not ok)
+    try:
+        yield
+    finally:
+        _TARGETS_ONLY.reset(token)
 
 
 def _target_span(labels: torch.Tensor) -> int:

@@ -75,7 +75,8 @@ def test_training_short_of_memory_checkpoints_with_a_printed_reason_and_the_same
     assert "gradient checkpointing" in out
     np.testing.assert_allclose(result.losses, roomy, rtol=1e-5)  # the same training
     base = result.model.get_base_model()
-    on = base.is_activation_checkpointing if hasattr(base, "is_activation_checkpointing") else base.is_gradient_checkpointing
+    on = (base.is_activation_checkpointing if hasattr(base, "is_activation_checkpointing")
+          else base.is_gradient_checkpointing)
     assert not on                                                # switched off again afterwards
     pairs = [("user : do you like tea ?", "yes", "no"), ("user : hi", "yes i like tea", "no")]
     short = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
@@ -95,3 +96,19 @@ def test_target_span_keeps_every_target_position_and_the_one_before():
     assert _target_span(labels) == 4          # positions 2..5: 2 predicts the first target, at 3
     assert _target_span(torch.tensor([[-100, 4, 5]])) == 0     # the whole sequence: keep everything
     assert _target_span(torch.full((2, 3), -100)) == 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_preference_scoring_short_of_memory_keeps_only_target_logits(tiny_lm, monkeypatch, capsys):
+    from p13n_utils import alignment, training
+
+    pairs = [("user : do you like tea ?", "yes", "no"), ("user : hi", "yes i like tea", "no")]
+    model, tok = tiny_lm()
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "1000")
+    roomy = alignment.preference_logps(model, tok, pairs, batch_size=2)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "0.001")
+    monkeypatch.setattr(training, "_REPORTED", set())
+    short = alignment.preference_logps(model, tok, pairs, batch_size=2)
+    assert "preference_logps: logits at every position" in capsys.readouterr().out
+    np.testing.assert_allclose(short.to_numpy(), roomy.to_numpy(), rtol=1e-5)
