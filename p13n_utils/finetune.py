@@ -422,7 +422,7 @@ def train_soft_prompts(model, tokenizer, pairs: pd.DataFrame, train: TrainConfig
     pad = pad_id(tokenizer)
 
     def step_loss(indices):
-        batch = to_device(collate([examples[i] for i in indices], pad), embeddings.device)
+        batch = to_device(collate([examples[i] for i in indices], pad, "right"), embeddings.device)  # prefix first
         logits = prefixed_forward(model, prefixes([row_users[i] for i in indices]), batch["input_ids"],
                                   batch["attention_mask"], batch["position_ids"], use_cache=False).logits
         labels = batch["labels"][:, 1:]

@@ -513,11 +513,14 @@ def _checkpoint_if_short_of_memory(model, n_tokens: int | None, desc: str):
         return None
     ok, reason = memory.fits(memory.activation_bytes(hf.config, n_tokens),
                              f"{desc}: backpropagation through {n_tokens} tokens a step",
-                             "trained with gradient checkpointing and the logits of the target tokens only "
-                             "instead (the same loss, less memory, slower)")
+                             "trained with gradient checkpointing instead (and, for LoRA and DPO, with the logits "
+                             "of the target tokens only): the same loss, less memory, slower")
     if ok:
         return None
-    print(reason)
+    kind = desc.split()[0]  # "LoRA", "DPO", ...: said once, not once per user's adapter
+    if kind not in _REPORTED:
+        _REPORTED.add(kind)
+        print(reason + f" (so are the later {kind} runs short of memory)")
     if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.2 names it so
         hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return hf.activation_checkpointing_disable

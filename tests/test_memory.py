@@ -59,7 +59,7 @@ def test_release_runs_anywhere():
 @pytest.mark.usefixtures("one_thread")
 def test_training_short_of_memory_checkpoints_with_a_printed_reason_and_the_same_losses(
         tiny_lm, tiny_pairs, monkeypatch, capsys):
-    from p13n_utils import alignment, finetune
+    from p13n_utils import alignment, finetune, training
     from p13n_utils.training import TrainConfig
 
     train = TrainConfig(lr=3e-2, steps=3, batch_size=2, seed=1)
@@ -68,11 +68,12 @@ def test_training_short_of_memory_checkpoints_with_a_printed_reason_and_the_same
     roomy = finetune.train_lora(model, tok, tiny_pairs, train, "u", r=2).losses
     assert "checkpointing" not in capsys.readouterr().out      # enough memory: nothing changes
     monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "0.001")          # less than this process already holds
+    monkeypatch.setattr(training, "_REPORTED", set())            # the reason is printed once per kind of run
     model, tok = tiny_lm()
     result = finetune.train_lora(model, tok, tiny_pairs, train, "u", r=2)
     out = capsys.readouterr().out
     assert "LoRA u: backpropagation through" in out and "GB are available" in out
-    assert "gradient checkpointing" in out
+    assert "gradient checkpointing" in out and "(so are the later LoRA runs short of memory)" in out
     np.testing.assert_allclose(result.losses, roomy, rtol=1e-5)  # the same training
     base = result.model.get_base_model()
     on = (base.is_activation_checkpointing if hasattr(base, "is_activation_checkpointing")
@@ -81,6 +82,8 @@ def test_training_short_of_memory_checkpoints_with_a_printed_reason_and_the_same
     pairs = [("user : do you like tea ?", "yes", "no"), ("user : hi", "yes i like tea", "no")]
     short = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
     assert "DPO d: backpropagation through" in capsys.readouterr().out
+    alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=1), adapter_name="e", r=2)
+    assert capsys.readouterr().out == ""                         # said once
     monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "1000")
     full = alignment.train_dpo_lora(tiny_lm()[0], tok, pairs, train.replace(steps=2), adapter_name="d", r=2)
     np.testing.assert_allclose(short.losses, full.losses, rtol=1e-5)
