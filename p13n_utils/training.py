@@ -357,7 +357,7 @@ def target_logits_if_short(model, n_tokens: int, part: str):
     log-probabilities, less memory; on a machine with enough memory nothing changes."""
     need = memory.logits_bytes(n_tokens, 1, model.config.vocab_size, copies=2)
     ok, reason = memory.fits(need, f"{part}: logits at every position of {n_tokens} tokens",
-                             "logits of the target tokens only (the same log-probabilities)")
+                             "logits of the target tokens only (the same log-probabilities up to rounding)")
     if not ok and part not in _REPORTED:
         _REPORTED.add(part)
         print(reason)
@@ -514,7 +514,7 @@ def _checkpoint_if_short_of_memory(model, n_tokens: int | None, desc: str):
     ok, reason = memory.fits(memory.activation_bytes(hf.config, n_tokens),
                              f"{desc}: backpropagation through {n_tokens} tokens a step",
                              "trained with gradient checkpointing instead (and, for LoRA and DPO, with the logits "
-                             "of the target tokens only): the same loss, less memory, slower")
+                             "of the target tokens only): the same loss up to rounding, less memory, slower")
     if ok:
         return None
     kind = desc.split()[0]  # "LoRA", "DPO", ...: said once, not once per user's adapter
