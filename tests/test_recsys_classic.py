@@ -58,6 +58,9 @@ def test_item_knn_and_ease_do_not_depend_on_how_the_memory_is_spent():
     B = rc.EASE(reg=5.0).fit(X).B_                                   # in place, as the textbook formula
     P = np.linalg.inv((X.T @ X).toarray() + 5.0 * np.eye(25, dtype=np.float32))
     assert B.dtype == np.float32 and np.array_equal(B, np.eye(25, dtype=np.float32) - P / np.diag(P))
+    Xb = X.copy()
+    Xb.data[:] = 1.0
+    assert np.array_equal(rc.SAR().fit(X).S_, (Xb.T @ Xb).toarray())   # dense counts = the sparse product
 
 
 def test_sar_jaccard_and_decay_by_hand():
