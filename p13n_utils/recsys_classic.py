@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import scipy.sparse as sp
 
+from . import memory
 from .recsys import Interactions, Recommender, binarize
 
 __all__ = ["EASE", "ItemKNN", "SAR", "time_decay", "TorchBPR", "bpr_step"]
@@ -57,7 +59,16 @@ class EASE(Recommender):
         gram = dense.T @ dense  # float32 (half the memory of float64); counts of 0/1 products: exact
         del dense
         gram[np.diag_indices_from(gram)] += self.reg
-        P = np.linalg.inv(gram)
+        n = len(gram)
+        ok, reason = memory.fits(memory.dense_bytes(n, n, dtype=np.float64, copies=3),
+                                 f"EASE's inverse of the {n:,} × {n:,} Gram matrix (numpy inverts in float64: "
+                                 "a copy, the identity it solves against, the result)",
+                                 "inverted in float32 in place instead (scipy; scores may differ in the last digits)")
+        if ok:
+            P = np.linalg.inv(gram)
+        else:
+            print(reason)
+            P = scipy.linalg.inv(gram.T, overwrite_a=True, check_finite=False)  # gram.T: the same matrix, Fortran order
         del gram  # in place from here: one n_items² matrix instead of four (Binder gives ~2 GB)
         P /= -np.diag(P).copy()                 # column j divided by −P_jj
         P[np.diag_indices_from(P)] += 1.0       # B = I − P diag(1/diag P), whose diagonal is 0

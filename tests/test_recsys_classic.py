@@ -118,3 +118,14 @@ def test_classic_models_beat_popularity_on_planted_groups(protocol, make):
     _, test = protocol
     pop = mean_ndcg(recsys.PopularityRecommender().fit(test.train.matrix), test)
     assert mean_ndcg(make().fit(test.train.matrix), test) > pop
+
+
+def test_ease_short_of_memory_inverts_in_float32_with_a_printed_reason(monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    X = sp.csr_matrix((rng.random((40, 25)) < 0.3).astype(np.float32))
+    exact = rc.EASE(reg=5.0).fit(X).B_
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "0.001")
+    short = rc.EASE(reg=5.0).fit(X)
+    assert "EASE's inverse of the 25 × 25 Gram matrix" in capsys.readouterr().out
+    assert short.B_.dtype == np.float32 and np.allclose(short.B_, exact, atol=1e-5)
