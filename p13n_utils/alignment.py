@@ -53,7 +53,7 @@ from .adapters import (ADAPTER_META, DEFAULT_TARGET_MODULES, add_lora, adapter_p
                        load_adapter, merge_adapters, save_adapter, use_adapter)
 from .cache import fingerprint, memo, payload_key
 from .training import (TrainConfig, TrainResult, check_history, collate, encode_pairs, pad_id,
-                       sequence_logps, train_loop)
+                       sequence_logps, target_logits_if_short, tokens_per_step, train_loop)
 
 __all__ = [
     "personachat_preference_pairs", "movielens_preference_pairs", "rating_history_context", "fit_reward_margins",
@@ -554,8 +554,9 @@ def preference_logps(model, tokenizer, pairs, batch_size: int = 8, max_length: i
                                                        "rejected_tokens")}
         was_training = model.training
         model.eval()
+        lean = target_logits_if_short(model, tokens_per_step(chosen + rejected, 2 * batch_size), "preference_logps")
         try:
-            with torch.no_grad():
+            with torch.no_grad(), lean:
                 for start in range(0, len(chosen), batch_size):
                     idx = list(range(start, min(start + batch_size, len(chosen))))
                     lp_c, lp_r, n_tokens, _ = _pair_logps(model, chosen, rejected, idx, pad)
@@ -620,7 +621,8 @@ def train_dpo_lora(model, tokenizer, pairs, train: TrainConfig, beta: float = 0.
         return loss, n_tokens, {"margin": margin.mean(), "accuracy": (margin > 0).float().mean()}
 
     result = train_loop(model, adapter_params(model, adapter_name), step_loss, len(chosen), train,
-                        desc=f"DPO {adapter_name}")
+                        desc=f"DPO {adapter_name}",
+                        tokens_per_step=tokens_per_step(chosen + rejected, 2 * train.batch_size))
     result.adapter_name = adapter_name
     return result
 

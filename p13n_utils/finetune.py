@@ -60,7 +60,7 @@ from . import prompts
 from .adapters import (DEFAULT_TARGET_MODULES, AdapterStore, add_lora, adapter_params, has_injected_adapters,
                        is_peft, plain_model)
 from .training import (IGNORE_INDEX, NotEnoughHistoryError, TrainConfig, TrainResult, collate, encode_pairs,
-                       encode_training_pairs, pad_id, sft_step, to_device, train_loop)
+                       encode_training_pairs, pad_id, sft_step, to_device, tokens_per_step, train_loop)
 
 __all__ = [
     "personachat_rows", "personachat_pairs", "rating_label", "rating_rows", "rating_pairs", "group_rows",
@@ -240,7 +240,8 @@ def train_lora(model, tokenizer, pairs, train: TrainConfig, adapter_name: str = 
     examples = encode_training_pairs(tokenizer, pairs, train, user)
     model = add_lora(model, adapter_name, r, alpha, target_modules, dropout, train.seed)
     result = train_loop(model, adapter_params(model, adapter_name), sft_step(model, examples, pad_id(tokenizer)),
-                        len(examples), train, desc=f"LoRA {adapter_name}")
+                        len(examples), train, desc=f"LoRA {adapter_name}",
+                        tokens_per_step=tokens_per_step(examples, train.batch_size))
     result.adapter_name = adapter_name
     return result
 
@@ -265,7 +266,7 @@ def train_full(model, tokenizer, pairs, train: TrainConfig) -> TrainResult:
     for p in params:
         p.requires_grad_(True)
     return train_loop(model, params, sft_step(model, examples, pad_id(tokenizer)), len(examples), train,
-                      desc="full fine-tuning")
+                      desc="full fine-tuning", tokens_per_step=tokens_per_step(examples, train.batch_size))
 
 
 # =========================================================================== soft prompts
@@ -421,7 +422,7 @@ def train_soft_prompts(model, tokenizer, pairs: pd.DataFrame, train: TrainConfig
     pad = pad_id(tokenizer)
 
     def step_loss(indices):
-        batch = to_device(collate([examples[i] for i in indices], pad), embeddings.device)
+        batch = to_device(collate([examples[i] for i in indices], pad, "right"), embeddings.device)  # prefix first
         logits = prefixed_forward(model, prefixes([row_users[i] for i in indices]), batch["input_ids"],
                                   batch["attention_mask"], batch["position_ids"], use_cache=False).logits
         labels = batch["labels"][:, 1:]
@@ -432,7 +433,8 @@ def train_soft_prompts(model, tokenizer, pairs: pd.DataFrame, train: TrainConfig
     for p, _ in frozen:
         p.requires_grad_(False)
     try:
-        result = train_loop(model, list(prefixes.parameters()), step_loss, len(examples), train, desc="soft prompts")
+        result = train_loop(model, list(prefixes.parameters()), step_loss, len(examples), train, desc="soft prompts",
+                            tokens_per_step=tokens_per_step(examples, train.batch_size, extra=n_virtual))
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)

@@ -21,6 +21,8 @@ Bad input: no pairs at all raise ``ValueError``; fewer than ``TrainConfig.min_pa
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 import time
@@ -33,12 +35,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import memory
 from .generation import pad_id  # the one definition, shared with scoring and generation
 
 __all__ = [
     "IGNORE_INDEX", "NotEnoughHistoryError", "TrainConfig", "TrainResult", "as_pairs", "encode_pairs",
     "check_history", "encode_training_pairs", "collate", "to_device", "model_device", "pad_id",
-    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "training_memory_bytes",
+    "sequence_logps", "lm_loss", "sft_step", "batch_indices", "train_loop", "tokens_per_step",
+    "target_logits_if_short", "training_memory_bytes",
     "available_memory_bytes",
 ]
 
@@ -255,7 +259,13 @@ def encode_pairs(tokenizer, pairs, max_length: int | None = None, append_eos: bo
     return examples
 
 
-def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") -> dict:
+_TARGETS_ONLY = contextvars.ContextVar("p13n_targets_only", default=False)
+"""True inside a training loop short of memory: :func:`sequence_logps` computes the logits
+(49,152 numbers a token for SmolLM2, the largest activation by far) only from the first target
+position on, instead of at every prompt position."""
+
+
+def collate(examples: Sequence[dict], pad_id: int, padding_side: str | None = None) -> dict:
     """Pad encoded examples into a batch of tensors.
 
     Parameters
@@ -264,10 +274,11 @@ def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") 
         From :func:`encode_pairs`.
     pad_id : int
         The tokenizer's pad token id (masked out anyway).
-    padding_side : {"right", "left"}
+    padding_side : {"right", "left"}, optional
         Right padding is the usual choice for training; left padding is what batched generation
         uses. Both give the same loss because the position ids count from each sequence's first
-        real token.
+        real token. Default right, or left inside a training loop short of memory (the targets
+        then sit together at the end, so few positions need logits: :func:`sequence_logps`).
 
     Returns
     -------
@@ -275,6 +286,8 @@ def collate(examples: Sequence[dict], pad_id: int, padding_side: str = "right") 
         ``input_ids``, ``attention_mask``, ``position_ids`` and ``labels`` (``-100`` on the
         prompt and the padding), each of shape (batch, longest sequence).
     """
+    if padding_side is None:
+        padding_side = "left" if _TARGETS_ONLY.get() else "right"
     if padding_side not in ("right", "left"):
         raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if not examples:
@@ -321,12 +334,48 @@ def sequence_logps(model, batch: dict):
         Number of target tokens of each sequence.
     """
     batch = to_device(batch, model_device(model))
+    keep = _target_span(batch["labels"]) if _TARGETS_ONLY.get() else 0   # 0: logits at every position
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], use_cache=False).logits
+                   position_ids=batch["position_ids"], use_cache=False,
+                   **({"logits_to_keep": keep} if keep else {})).logits
     labels = batch["labels"][:, 1:]                      # the token at t+1 is predicted at t
+    if keep:
+        labels = labels[:, -(keep - 1):]                 # the positions whose logits were kept
     token_nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
                                 ignore_index=IGNORE_INDEX, reduction="none")   # 0 where ignored
     return -token_nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+_REPORTED: set[str] = set()
+
+
+@contextlib.contextmanager
+def target_logits_if_short(model, n_tokens: int, part: str):
+    """Inside the block, :func:`sequence_logps` computes logits at the target positions only
+    when the logits of ``n_tokens`` tokens at every position do not fit in the memory available
+    (:func:`p13n_utils.memory.fits`; the reason is printed once per ``part``). The same
+    log-probabilities, less memory; on a machine with enough memory nothing changes."""
+    need = memory.logits_bytes(n_tokens, 1, model.config.vocab_size, copies=2)
+    ok, reason = memory.fits(need, f"{part}: logits at every position of {n_tokens} tokens",
+                             "logits of the target tokens only (the same log-probabilities up to rounding)")
+    if not ok and part not in _REPORTED:
+        _REPORTED.add(part)
+        print(reason)
+    token = _TARGETS_ONLY.set(_TARGETS_ONLY.get() or not ok)
+    try:
+        yield
+    finally:
+        _TARGETS_ONLY.reset(token)
+
+
+def _target_span(labels: torch.Tensor) -> int:
+    """Positions, counted from the end, that hold every target token and the one before it
+    (0 when that is the whole sequence)."""
+    columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(columns) == 0:
+        return 0
+    keep = labels.shape[1] - int(columns[0]) + 1
+    return keep if keep < labels.shape[1] else 0
 
 
 def lm_loss(model, batch: dict):
@@ -377,7 +426,7 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int):
 
 
 def train_loop(model, params: list, step_loss: Callable, n_examples: int, train: TrainConfig,
-               desc: str = "training") -> TrainResult:
+               desc: str = "training", tokens_per_step: int | None = None) -> TrainResult:
     """The one training loop behind every trainer: AdamW on ``params``, a loss per step.
 
     Parameters
@@ -395,6 +444,12 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
         ``steps, lr, batch_size, seed, weight_decay, max_grad_norm, progress``.
     desc : str
         The progress bar's label.
+    tokens_per_step : int, optional
+        The most tokens a step runs with gradients (:func:`tokens_per_step`). When their
+        activations do not fit in the memory available (:func:`p13n_utils.memory.fits`), the
+        loop prints why and trains with gradient checkpointing (each layer's activations are
+        recomputed in the backward pass) and with logits at the target positions only (the
+        prompt's are never used): the same loss, less memory, slower.
 
     Returns
     -------
@@ -411,6 +466,8 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     was_training = model.training
     model.train()
+    checkpointed = _checkpoint_if_short_of_memory(model, tokens_per_step, desc)
+    targets_only = _TARGETS_ONLY.set(checkpointed is not None)
     start = time.perf_counter()
     try:
         for indices in tqdm(batch_indices(n_examples, train.batch_size, train.steps, train.seed), total=train.steps,
@@ -428,7 +485,47 @@ def train_loop(model, params: list, step_loss: Callable, n_examples: int, train:
     finally:
         result.seconds = time.perf_counter() - start
         model.train(was_training)
+        _TARGETS_ONLY.reset(targets_only)
+        if checkpointed is not None:
+            checkpointed()  # gradient checkpointing off again
+        del optimizer
+        memory.release()  # the freed activations back to the system (else the C heap keeps them)
     return result
+
+
+def tokens_per_step(examples: list[dict], batch_size: int, sequences_per_example: int = 1, extra: int = 0) -> int:
+    """The most tokens one step can run: ``batch_size`` examples padded to the longest one
+    (plus ``extra`` tokens each, e.g. a soft prompt), ``sequences_per_example`` sequences each
+    (2 for a preference pair)."""
+    longest = max(len(e["input_ids"]) for e in examples) + extra
+    return sequences_per_example * min(batch_size, len(examples)) * longest
+
+
+def _checkpoint_if_short_of_memory(model, n_tokens: int | None, desc: str):
+    """Switch on gradient checkpointing when ``n_tokens``' activations do not fit; return the
+    function that switches it off (None: not needed, or not a transformers model)."""
+    from transformers import PreTrainedModel
+
+    if n_tokens is None:
+        return None
+    hf = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if hf is None or not hf.supports_gradient_checkpointing:
+        return None
+    ok, reason = memory.fits(memory.activation_bytes(hf.config, n_tokens),
+                             f"{desc}: backpropagation through {n_tokens} tokens a step",
+                             "trained with gradient checkpointing instead (and, for LoRA and DPO, with the logits "
+                             "of the target tokens only): the same loss up to rounding, less memory, slower")
+    if ok:
+        return None
+    kind = desc.split()[0]  # "LoRA", "DPO", ...: said once, not once per user's adapter
+    if kind not in _REPORTED:
+        _REPORTED.add(kind)
+        print(reason + f" (so are the later {kind} runs short of memory)")
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.2 names it so
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return hf.activation_checkpointing_disable
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return hf.gradient_checkpointing_disable
 
 
 # =========================================================================== does it fit in memory?

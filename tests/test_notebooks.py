@@ -368,3 +368,20 @@ def test_solution_runs_and_its_checks_pass(path, tmp_path):
     except PapermillExecutionError as err:
         pytest.fail(f"{path.name} failed in cell {err.cell_index}: {err.ename}: {err.evalue}",
                     pytrace=False)
+
+
+# --------------------------------------------------------------------------- Binder-sized memory
+@pytest.mark.notebooks
+def test_06_on_a_binder_sized_machine_skips_full_fine_tuning_and_runs_the_rest(tmp_path, monkeypatch):
+    """With 2 GB (mybinder.org), 06 prints why full fine-tuning is skipped and what it needs,
+    trains the adapters with the memory fallback of the training loop, and records every other row."""
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "2")
+    record = run.execute_notebook("06_user_finetuning", "smoke", build_dir=tmp_path, figures=tmp_path / "figures")
+    executed = nbformat.read(tmp_path / "notebooks" / "06_user_finetuning.ipynb", as_version=4)
+    printed = "".join(out.get("text", "") for cell in executed.cells if cell.cell_type == "code"
+                      for out in cell.get("outputs", []) if out["output_type"] == "stream")
+    assert re.search(r"full fine-tuning \(weights, gradients and two AdamW moments\) needs \d+\.\d GB, "
+                     r"\d+\.\d GB are available: skipped; every other rung still runs", printed), printed[-2000:]
+    methods = {r["method"] for r in record["rows"]}
+    assert "full_ft" not in methods
+    assert {"lora_global", "lora_persona", "oppu", "soft_prompt"} <= methods, methods

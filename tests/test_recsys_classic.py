@@ -48,6 +48,21 @@ def test_item_knn_cosine_and_neighbour_cut_by_hand():
     assert (one.sim_.toarray() > 0).sum(axis=1).max() == 1  # one neighbour per item
 
 
+def test_item_knn_and_ease_do_not_depend_on_how_the_memory_is_spent():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((40, 25)) < 0.3).astype(np.float32))
+    for neighbours in (None, 3):
+        whole = rc.ItemKNN(neighbours=neighbours, block=1024).fit(X)
+        blocked = rc.ItemKNN(neighbours=neighbours, block=7).fit(X)  # rows 7 at a time: the same matrix
+        assert np.array_equal(whole.sim_.toarray(), blocked.sim_.toarray())
+    B = rc.EASE(reg=5.0).fit(X).B_                                   # in place, as the textbook formula
+    P = np.linalg.inv((X.T @ X).toarray() + 5.0 * np.eye(25, dtype=np.float32))
+    assert B.dtype == np.float32 and np.array_equal(B, np.eye(25, dtype=np.float32) - P / np.diag(P))
+    Xb = X.copy()
+    Xb.data[:] = 1.0
+    assert np.array_equal(rc.SAR().fit(X).S_, (Xb.T @ Xb).toarray())   # dense counts = the sparse product
+
+
 def test_sar_jaccard_and_decay_by_hand():
     X = sp.csr_matrix(np.array([[5, 4, 0], [3, 0, 0], [0, 2, 1]], dtype=np.float32))
     model = rc.SAR(similarity="jaccard").fit(X)
@@ -103,3 +118,14 @@ def test_classic_models_beat_popularity_on_planted_groups(protocol, make):
     _, test = protocol
     pop = mean_ndcg(recsys.PopularityRecommender().fit(test.train.matrix), test)
     assert mean_ndcg(make().fit(test.train.matrix), test) > pop
+
+
+def test_ease_short_of_memory_inverts_in_float32_with_a_printed_reason(monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    X = sp.csr_matrix((rng.random((40, 25)) < 0.3).astype(np.float32))
+    exact = rc.EASE(reg=5.0).fit(X).B_
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("P13N_MEMORY_LIMIT_GB", "0.001")
+    short = rc.EASE(reg=5.0).fit(X)
+    assert "EASE's inverse of the 25 × 25 Gram matrix" in capsys.readouterr().out
+    assert short.B_.dtype == np.float32 and np.allclose(short.B_, exact, atol=1e-5)
