@@ -1,0 +1,102 @@
+"""Cold start: how much of a user's history each personalization level needs (notebook 10).
+
+* :func:`recent_history` — a user's history cut to its ``n`` most recent items (the simulated
+  cold-start user: someone who has only rated ``n`` things so far);
+* :func:`als_fold_in` — a new user's ALS factor from the fixed item factors, in closed form
+  (one exact ALS user step: no refit of the model);
+* :func:`overtake_point` — the smallest history length from which one level beats another;
+* :func:`fallback_level` / :func:`fallback_curve` — the policy global → persona → user as the
+  history grows, measured from the single levels' per-user losses.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["recent_history", "als_fold_in", "overtake_point", "fallback_level", "fallback_curve"]
+
+
+def recent_history(history: pd.DataFrame, n: int, time_col: str = "timestamp") -> pd.DataFrame:
+    """The ``n`` most recent rows of one user's ``history`` (oldest first).
+
+    ``n = 0`` gives an empty frame (a brand-new user); ``n`` larger than the history gives all
+    of it. A negative ``n`` is an error."""
+    if isinstance(n, bool) or int(n) != n or n < 0:
+        raise ValueError(f"n (items of history kept) must be a non-negative integer, got {n!r}")
+    ordered = history.sort_values(time_col, kind="mergesort")
+    return ordered.iloc[len(ordered) - min(int(n), len(ordered)):].reset_index(drop=True)
+
+
+def als_fold_in(item_factors: np.ndarray, items: Sequence[int], regularization: float,
+                alpha: float) -> np.ndarray:
+    """The ALS factor of a new user who interacted with ``items``, the item factors held fixed.
+
+    Implicit ALS (Hu, Koren & Volinsky 2008) gives observed cells confidence ``alpha`` and all
+    others 1, so the user's exact least-squares solution is
+
+        x_u = (YᵀY + λI + (alpha - 1) Σ_{i∈I} y_i y_iᵀ)⁻¹ · alpha Σ_{i∈I} y_i
+
+    — what one ALS user half-step computes (``implicit``'s ``recalculate_user``), here for one
+    user, with numpy. A user with no items gets the zero vector (the model then scores every
+    item 0: fall back to popularity, see notebook 10).
+
+    Parameters
+    ----------
+    item_factors : ndarray (n_items, f), the fitted ``Y``.
+    items : column indices of the user's interactions (repeats count once).
+    regularization, alpha : the model's λ and confidence (``ImplicitALS`` / ``TorchALS``).
+    """
+    Y = np.asarray(item_factors, dtype=np.float64)
+    items = np.unique(np.asarray(list(items), dtype=np.int64))
+    if items.size and (items.min() < 0 or items.max() >= len(Y)):
+        raise IndexError(f"item columns must lie in 0..{len(Y) - 1}, got {items.min()}..{items.max()}")
+    f = Y.shape[1]
+    if items.size == 0:
+        return np.zeros(f)
+    Yi = Y[items]
+    A = Y.T @ Y + regularization * np.eye(f) + (alpha - 1.0) * Yi.T @ Yi
+    b = alpha * Yi.sum(axis=0)
+    return np.linalg.solve(A, b)
+
+
+def overtake_point(challenger: Mapping[int, float], incumbent: Mapping[int, float],
+                   lower_is_better: bool = True) -> int | None:
+    """The smallest history length ``n`` from which ``challenger`` is better than ``incumbent``
+    at every larger ``n`` of the grid too (``None``: never). Both map n -> mean quality."""
+    ns = sorted(set(challenger) & set(incumbent))
+    if not ns:
+        raise ValueError("the two curves share no history length")
+    better = [(challenger[n] < incumbent[n]) if lower_is_better else (challenger[n] > incumbent[n]) for n in ns]
+    for i, n in enumerate(ns):
+        if all(better[i:]):
+            return n
+    return None
+
+
+def fallback_level(n_history: int, persona_from: int | None, user_from: int | None) -> str:
+    """The level the fallback policy serves to a user with ``n_history`` items:
+    ``user`` once ``n_history >= user_from``, else ``persona`` once ``n_history >= persona_from``,
+    else ``global`` (a threshold ``None`` never switches)."""
+    if n_history < 0:
+        raise ValueError(f"n_history must be >= 0, got {n_history}")
+    if user_from is not None and n_history >= user_from:
+        return "user"
+    if persona_from is not None and n_history >= persona_from:
+        return "persona"
+    return "global"
+
+
+def fallback_curve(losses: Mapping[str, Mapping[int, pd.Series]], persona_from: int | None,
+                   user_from: int | None) -> dict[int, pd.Series]:
+    """Per-user losses of the fallback policy at each history length: at ``n`` it takes the
+    per-user losses of the level :func:`fallback_level` picks.
+
+    ``losses[level][n]`` is a Series user -> loss for ``level`` in ``global``, ``persona``,
+    ``user``."""
+    missing = {"global", "persona", "user"} - set(losses)
+    if missing:
+        raise ValueError(f"losses lacks the levels {sorted(missing)}")
+    return {n: losses[fallback_level(n, persona_from, user_from)][n] for n in sorted(losses["global"])}
