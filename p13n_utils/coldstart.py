@@ -2,6 +2,8 @@
 
 * :func:`recent_history` — a user's history cut to its ``n`` most recent items (the simulated
   cold-start user: someone who has only rated ``n`` things so far);
+* :func:`assign_genre_persona` — the persona a user with only a few ratings joins (nearest
+  genre-taste centroid; none without history);
 * :func:`als_fold_in` — a new user's ALS factor from the fixed item factors, in closed form
   (one exact ALS user step: no refit of the model);
 * :func:`overtake_point` — the smallest history length from which one level beats another;
@@ -16,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["recent_history", "als_fold_in", "overtake_point", "fallback_level", "fallback_curve"]
+__all__ = ["recent_history", "assign_genre_persona", "als_fold_in", "overtake_point", "fallback_level", "fallback_curve"]
 
 
 def recent_history(history: pd.DataFrame, n: int, time_col: str = "timestamp") -> pd.DataFrame:
@@ -28,6 +30,26 @@ def recent_history(history: pd.DataFrame, n: int, time_col: str = "timestamp") -
         raise ValueError(f"n (items of history kept) must be a non-negative integer, got {n!r}")
     ordered = history.sort_values(time_col, kind="mergesort")
     return ordered.iloc[len(ordered) - min(int(n), len(ordered)):].reset_index(drop=True)
+
+
+def assign_genre_persona(personas, history: pd.DataFrame, genres: pd.DataFrame, population: pd.Series,
+                         min_rating: float = 4.0, prior: float = 5.0) -> int:
+    """The genre persona (of :func:`p13n_utils.personas.movielens_genre_personas`) nearest to a
+    user who has only ``history``: the user's genre taste is computed as in
+    :func:`p13n_utils.personas.genre_taste` against the training ``population`` share
+    (:func:`p13n_utils.personas.genre_share`), then the closest persona centroid wins.
+    ``-1`` (no persona: the global fallback) for an empty history or one with no known movie."""
+    known = history[history["item_id"].isin(genres.index)]
+    if known.empty:
+        return -1
+    liked = known[known["rating"] >= min_rating]
+    chosen = liked if len(liked) else known
+    flags = genres.loc[chosen["item_id"].to_numpy()].to_numpy()
+    pop = population.reindex(genres.columns).to_numpy()
+    taste = np.log((flags.sum(axis=0) + prior * pop) / (len(flags) + prior) / pop)
+    centroids = personas.taste.groupby(personas.assignments).mean()
+    distances = ((centroids.to_numpy() - taste) ** 2).sum(axis=1)
+    return int(centroids.index[int(np.argmin(distances))])
 
 
 def als_fold_in(item_factors: np.ndarray, items: Sequence[int], regularization: float,

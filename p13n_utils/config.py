@@ -189,6 +189,16 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "rec.llm_users": (2, 30, 200),  # test users whose CF candidates the LM reranks / profiles
     "rec.rerank_candidates": (5, 20, 20),  # top-N of the best CF model the LM reranks
     "rec.profile_tokens": (16, 32, 60),  # max new tokens of an LM-written user profile
+    # 10_open_problems
+    "p10.history_grid": ((0, 1, 4), (0, 1, 2, 4, 8, 16, 32), (0, 1, 2, 4, 8, 16, 32)),  # items of history kept
+    "p10.lm_users": (2, 16, None),  # users whose ratings the LM predicts at each history length (None: all)
+    "p10.lm_grid": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8, 16, 32)),  # history lengths the LM sees
+    "p10.rag_k": (1, 2, 4),  # retrieved ratings in the cold-start RAG prompt (from the n kept)
+    "p10.persona_k": (4, 10, 10),  # MovieLens genre personas (03's choice in the default size)
+    "p10.cold_users": (30, None, None),  # held-out new users in the ALS fold-in curve (None: all)
+    "p10.rec_items": (400, None, None),  # keep the N most-rated movies in the recommender labs (None: all)
+    "p10.drift_edges": ((0, 30, 365), (0, 1, 30, 180, 365, 730), (0, 1, 30, 180, 365, 730)),  # gap windows (days)
+    "p10.half_lives": ((30, 365), (7, 30, 90, 365, 1095), (7, 30, 90, 365, 1095)),  # recency weighting (days)
 }
 
 

@@ -97,3 +97,19 @@ def test_overtake_point_and_fallback_policy():
     assert {n: s.mean() for n, s in curve.items()} == {0: 1.0, 1: 0.95, 2: 0.9, 4: 0.8}
     with pytest.raises(ValueError, match="levels"):
         coldstart.fallback_curve({"global": series(glob)}, 1, 4)
+
+
+def test_a_few_ratings_join_the_persona_of_their_genres():
+    from p13n_utils import personas
+
+    ml = synthetic.movielens(n_users=40, n_items=60, seed=1)
+    gp = personas.movielens_genre_personas(ml.ratings, ml.movies, k=3, seed=0)
+    genres = personas.genre_matrix(ml.movies)
+    population = personas.genre_share(ml.ratings, ml.movies)
+    user = int(gp.assignments.index[0])
+    history = ml.ratings[ml.ratings["user_id"] == user]
+    # a user's whole history puts them at (or next to) their own cluster's centroid
+    centroids = gp.taste.groupby(gp.assignments).mean()
+    own = ((centroids - gp.taste.loc[user]) ** 2).sum(axis=1).idxmin()
+    assert coldstart.assign_genre_persona(gp, history, genres, population) == own
+    assert coldstart.assign_genre_persona(gp, history.iloc[:0], genres, population) == -1

@@ -76,3 +76,11 @@ def test_popularity_shares_exposure_and_cap():
     assert fairness.cap_popular(np.array([[0, 3, 1]]), popular, k=3, max_popular=3).tolist() == [[0, 3, 1]]
     with pytest.raises(ValueError):
         fairness.cap_popular(recs, popular, k=3, max_popular=4)
+
+
+def test_gap_interval_brackets_the_gap_and_excludes_zero_for_separated_groups():
+    values = pd.Series(np.r_[np.full(20, 1.0), np.full(20, 2.0)] + np.linspace(0, 0.1, 40))
+    groups = pd.Series(["a"] * 20 + ["b"] * 20)
+    _, summary = fairness.group_gaps(values, groups, n_resamples=300)
+    assert summary["difference_lower"] <= summary["difference"] <= summary["difference_upper"]
+    assert summary["difference_lower"] > 0.5
