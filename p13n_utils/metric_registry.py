@@ -113,6 +113,17 @@ _ENTRIES = [
            "after it for every user) instead of the per-user holdout."),
     Metric("ndcg@k_global_time_new_users", "higher", "ndcg@k under the global temporal split, on users who first "
            "appear after the split date (new users)."),
+    # ------------------------------------------------------------------ open problems (10): gaps and popularity bias
+    Metric("mae_gap", "lower", "Fairness gap in rating error: the largest minus the smallest group mean of the "
+           "per-user mae over groups of users (activity quartiles, personas); 0 = every group served equally well.",
+           None),
+    Metric("ndcg@k_gap", "lower", "Fairness gap in ranking quality: the largest minus the smallest group mean of "
+           "the per-user ndcg@k over groups of users (activity quartiles); 0 = every group served equally well.", None),
+    Metric("pop_share@k", "lower", "Popularity bias: share of all recommended top-k slots that hold one of the 10% "
+           "most popular training items (compare with the same share among the users' held-out positives).", None),
+    Metric("pop_share_ratio@k", "lower", "pop_share@k divided by the popular items' share of the held-out "
+           "positives; 1.0 = the recommender shows the popular head as often as users choose it, above 1 = "
+           "popularity bias (below 1 under-exposes the head).", None),
     Metric("ndcg@k_ratio_to_best_published", "higher", "This project's ndcg@k divided by the best published "
            "number under the same protocol; 1.0 = matches it (a single number, no interval).", None),
 ]
