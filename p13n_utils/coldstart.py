@@ -17,8 +17,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-__all__ = ["recent_history", "assign_genre_persona", "als_fold_in", "overtake_point", "fallback_level", "fallback_curve"]
+__all__ = ["recent_history", "assign_genre_persona", "als_fold_in", "overtake_point", "fallback_level", "fallback_curve",
+           "rating_ladder", "new_user_ndcg", "cold_context"]
 
 
 def recent_history(history: pd.DataFrame, n: int, time_col: str = "timestamp") -> pd.DataFrame:
@@ -122,3 +124,77 @@ def fallback_curve(losses: Mapping[str, Mapping[int, pd.Series]], persona_from: 
     if missing:
         raise ValueError(f"losses lacks the levels {sorted(missing)}")
     return {n: losses[fallback_level(n, persona_from, user_from)][n] for n in sorted(losses["global"])}
+
+
+# --------------------------------------------------------------------------- notebook 10's cold-start runs
+def rating_ladder(others: pd.DataFrame, histories: Mapping, pairs: pd.DataFrame, n: int, personas,
+                  genres: pd.DataFrame, population: pd.Series) -> dict[str, pd.Series]:
+    """Per-user MAE on ``pairs`` of the three rating levels without an LM when each evaluated user
+    keeps only their ``n`` latest ratings (``histories``: user -> full history) and every other
+    user keeps all of theirs (``others``).
+
+    Levels: ``global`` (item mean, :class:`~p13n_utils.baselines.ItemMean`), ``persona`` (item mean
+    inside the persona the user's ``n`` ratings join, :func:`assign_genre_persona`; none at
+    ``n = 0``), ``user`` (``mu + b_user + b_item`` fitted with the ``n`` ratings)."""
+    from .baselines import ItemMean, SegmentItemMean, UserItemBias
+    from .metrics import rating_errors
+
+    kept = {u: recent_history(h, n) for u, h in histories.items()}
+    train = pd.concat([others, *kept.values()], ignore_index=True)
+    joined = pd.Series({u: assign_genre_persona(personas, h, genres, population) for u, h in kept.items()}, dtype=int)
+    models = {"global": ItemMean(shrinkage=5.0), "user": UserItemBias(),
+              "persona": SegmentItemMean(pd.concat([personas.assignments, joined]))}
+    return {level: rating_errors(pairs, models[level].fit(train).predict(pairs)).set_index("user")["mae"]
+            for level in ("global", "persona", "user")}
+
+
+def new_user_ndcg(user_ratings: pd.DataFrame, n: int, n_max: int, interactions, item_factors: np.ndarray,
+                  regularization: float, alpha: float, segments, personas, genres: pd.DataFrame,
+                  population: pd.Series, k: int = 10) -> dict[str, float]:
+    """NDCG@k of the three levels for one new user who has revealed their first ``n`` ratings.
+
+    The relevant items are the user's liked movies (rating ≥ 4) after their first ``n_max``
+    ratings, the same at every ``n``; only the ``n`` revealed items are excluded from the ranking.
+    ``global``: popularity (``segments.global_share_`` of a fitted
+    :class:`~p13n_utils.recsys.SegmentPopularityRecommender`); ``persona``: popularity inside the
+    persona the ``n`` ratings join; ``user``: the ALS fold-in (:func:`als_fold_in`), with the
+    popularity fallback at ``n = 0``."""
+    from .metrics import ndcg_at_k
+    from .recsys import top_k
+
+    r = user_ratings.sort_values("timestamp", kind="mergesort")
+    seen = interactions.item_cols(r["item_id"].iloc[:n])
+    later = r.iloc[n_max:]
+    relevant = set(interactions.item_cols(later.loc[later["rating"] >= 4, "item_id"]).tolist())
+    if not relevant:
+        raise ValueError(f"user {r['user_id'].iloc[0]} has no liked movie after their first {n_max} ratings")
+    persona = assign_genre_persona(personas, r.iloc[:n], genres, population)
+    popularity = segments.global_share_
+    scores = {"global": popularity,
+              "persona": segments.segment_scores_[persona] if persona >= 0 else popularity,
+              "user": item_factors @ als_fold_in(item_factors, seen, regularization, alpha) if n > 0 else popularity}
+    exclude = sp.csr_matrix((np.ones(len(seen)), (np.zeros(len(seen), int), seen)), shape=(1, len(popularity)))
+    return {level: ndcg_at_k(top_k(s[None, :], k, exclude)[0], relevant, k) for level, s in scores.items()}
+
+
+def cold_context(kind: str, lines: Sequence[str], documents: Sequence[str] | None = None, query: str | None = None,
+                 persona_lines: Sequence[str] | None = None, rag_k: int = 4) -> list[str] | None:
+    """The context block of a cold-start rating prompt built from a user's ``n`` latest ratings
+    (``lines`` as the prompt shows them, ``documents`` as the retriever matches them).
+
+    ``kind``: ``"persona"`` (the description of the persona the ratings join, ``persona_lines``),
+    ``"prompt"`` (the ratings themselves, notebook 04's contextual prompt) or ``"rag"`` (the top
+    ``rag_k`` of them by BM25 against ``query``, notebook 05). ``None`` (the global prompt) when
+    there is no rating yet."""
+    from . import retrieval
+
+    if kind not in ("persona", "prompt", "rag"):
+        raise ValueError(f"kind must be 'persona', 'prompt' or 'rag', got {kind!r}")
+    if not len(lines):
+        return None
+    if kind == "persona":
+        return None if persona_lines is None else list(persona_lines)
+    if kind == "prompt":
+        return list(lines)
+    idx = retrieval.retrieve("bm25", query, list(documents), rag_k)
+    return [lines[i] for i in idx]

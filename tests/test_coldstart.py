@@ -113,3 +113,57 @@ def test_a_few_ratings_join_the_persona_of_their_genres():
     own = ((centroids - gp.taste.loc[user]) ** 2).sum(axis=1).idxmin()
     assert coldstart.assign_genre_persona(gp, history, genres, population) == own
     assert coldstart.assign_genre_persona(gp, history.iloc[:0], genres, population) == -1
+
+
+def test_rating_ladder_at_zero_history_has_no_user_or_persona_signal():
+    from p13n_utils import personas
+
+    ml = synthetic.movielens(n_users=30, n_items=40, seed=4)
+    ratings = ml.ratings
+    evaluated = [1, 2, 3]
+    pairs = ratings[ratings["user_id"].isin(evaluated)].groupby("user_id").tail(1)
+    history = ratings[ratings["user_id"].isin(evaluated)].drop(pairs.index)
+    others = ratings[~ratings["user_id"].isin(evaluated)]
+    histories = {u: history[history["user_id"] == u] for u in evaluated}
+    gp = personas.movielens_genre_personas(others, ml.movies, k=3, seed=0)
+    genres, population = personas.genre_matrix(ml.movies), personas.genre_share(others, ml.movies)
+    zero = coldstart.rating_ladder(others, histories, pairs, 0, gp, genres, population)
+    assert set(zero) == {"global", "persona", "user"} and list(zero["user"].index) == evaluated
+    # without history the persona level has no persona: it is the item mean without shrinkage toward a group
+    item_mean = others.groupby("item_id")["rating"].mean()
+    expected = (pairs.set_index("user_id")["item_id"].map(item_mean).fillna(others["rating"].mean())
+                - pairs.set_index("user_id")["rating"]).abs()
+    np.testing.assert_allclose(zero["persona"].loc[evaluated], expected.loc[evaluated].astype(float), atol=1e-6)
+    more = coldstart.rating_ladder(others, histories, pairs, 5, gp, genres, population)
+    assert not np.allclose(more["user"], zero["user"])
+
+
+def test_cold_context_kinds():
+    lines, docs = ["Heat (1995): 4", "Up (2009): 5"], ["Heat (1995; Action, Crime)", "Up (2009; Animation)"]
+    assert coldstart.cold_context("prompt", []) is None
+    assert coldstart.cold_context("prompt", lines) == lines
+    assert coldstart.cold_context("persona", lines, persona_lines=["Favourite genres: Drama"]) == ["Favourite genres: Drama"]
+    assert coldstart.cold_context("rag", lines, docs, query="Toy Story (1995; Animation)", rag_k=1) == ["Up (2009): 5"]
+    with pytest.raises(ValueError, match="kind"):
+        coldstart.cold_context("adapter", lines)
+
+
+def test_new_user_ndcg_falls_back_to_popularity_without_history():
+    from p13n_utils import personas
+
+    ratings, _ = planted(n_users=60, n_items=80, per_user=16)
+    ml_movies = pd.DataFrame({"item_id": np.arange(80), "genres": ["Action" if i < 40 else "Drama" for i in range(80)]})
+    old = ratings[ratings["user_id"] >= 10]
+    new_user = ratings[ratings["user_id"] == 0].copy()
+    new_user["rating"] = 5.0
+    inter = recsys.Interactions.from_ratings(old, item_ids=np.arange(80))
+    als = recsys.ImplicitALS(**ALS, use_gpu=False).fit(inter.matrix)
+    gp = personas.movielens_genre_personas(old, ml_movies, k=2, seed=0)
+    seg = recsys.SegmentPopularityRecommender(gp.assignments.reindex(inter.user_ids).fillna(-1).astype(int)).fit(inter.matrix)
+    args = (inter, als.item_factors_, 1.0, 2.0, seg, gp, personas.genre_matrix(ml_movies), personas.genre_share(old, ml_movies))
+    zero = coldstart.new_user_ndcg(new_user, 0, 8, *args)
+    assert zero["global"] == zero["persona"] == zero["user"]
+    some = coldstart.new_user_ndcg(new_user, 8, 8, *args)
+    assert some["user"] > zero["user"]  # the planted block structure: 8 ratings reveal the user's block
+    with pytest.raises(ValueError, match="no liked movie"):
+        coldstart.new_user_ndcg(new_user.assign(rating=1.0), 0, 8, *args)
