@@ -122,13 +122,15 @@ def popularity_shares(recommendations: np.ndarray, relevant: Mapping[int, set], 
 
 def exposure_by_group(recommendations: np.ndarray, item_group: np.ndarray) -> pd.Series:
     """Share of the total position-discounted exposure (``1 / log2(rank + 1)``, rank 1 = top)
-    that each item group gets; ``item_group[i]`` is item column ``i``'s group label."""
+    that each item group gets; ``item_group[i]`` is item column ``i``'s group label (a group
+    never recommended gets 0)."""
     recs = np.asarray(recommendations)
     weights = np.broadcast_to(1.0 / np.log2(np.arange(2, recs.shape[1] + 2)), recs.shape)
     filled = recs >= 0
     labels = np.asarray(item_group)[recs[filled]]
     exposure = pd.Series(weights[filled]).groupby(labels).sum()
-    return (exposure / exposure.sum()).rename("exposure_share")
+    groups = pd.unique(np.asarray(item_group))
+    return (exposure / exposure.sum()).reindex(groups, fill_value=0.0).rename("exposure_share")
 
 
 def cap_popular(ranked: np.ndarray, popular: np.ndarray, k: int, max_popular: int) -> np.ndarray:

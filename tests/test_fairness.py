@@ -71,6 +71,7 @@ def test_popularity_shares_exposure_and_cap():
     exposure = fairness.exposure_by_group(recs, np.where(popular, "head", "tail"))
     w = 1 / np.log2([2, 3, 4])
     assert exposure["head"] == pytest.approx((w[0] + w[1] + w[0]) / (2 * w.sum()))
+    assert fairness.exposure_by_group(recs, np.where(np.arange(10) < 9, "seen", "never"))["never"] == 0
     capped = fairness.cap_popular(np.array([[0, 3, 1, 2, 4]]), popular, k=3, max_popular=1)
     assert capped.tolist() == [[0, 1, 2]]
     assert fairness.cap_popular(np.array([[0, 3, 1]]), popular, k=3, max_popular=3).tolist() == [[0, 3, 1]]
