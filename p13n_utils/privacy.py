@@ -42,8 +42,8 @@ __all__ = ["LAB_SIZES", "PrivacyLab", "lab_settings", "lab_rows", "rag_context",
 
 LAB_SIZES = {
     #            users  members/user  shared steps  user steps  budgets ε
-    "smoke": dict(n_users=2, n_members=2, shared_steps=2, user_steps=2, epsilons=(8.0,)),
-    "default": dict(n_users=6, n_members=4, shared_steps=8, user_steps=6, epsilons=(1.0, 8.0)),
+    "smoke": dict(n_users=2, n_members=2, shared_steps=1, user_steps=1, epsilons=(8.0,)),
+    "default": dict(n_users=6, n_members=4, shared_steps=6, user_steps=4, epsilons=(1.0, 8.0)),
     "full": dict(n_users=24, n_members=8, shared_steps=40, user_steps=15, epsilons=(0.5, 1.0, 2.0, 8.0, 32.0)),
 }
 """Sizes of the lab by run size. Common settings: :data:`COMMON`."""
@@ -266,13 +266,13 @@ def _summarise(scored: pd.DataFrame, privacy: dict, s: dict) -> PrivacyLab:
 
 def _record(lab: PrivacyLab) -> None:
     for row in lab.auc.itertuples():
-        results.record(TASK, row.level, f"MIA vs {row.setting}", f"mia_auc_{row.attack}", row.auc,
+        results.record(TASK, row.level, f"privacy lab: {row.setting}", f"mia_auc_{row.attack}", row.auc,
                        row.lower, row.upper, n=row.n_users)
     for row in lab.tradeoff.itertuples():
-        results.record(TASK, LEVELS.get(row.setting, "user"), row.setting, "ppl", row.ppl, row.ppl_lower,
+        results.record(TASK, LEVELS.get(row.setting, "user"), f"privacy lab: {row.setting}", "ppl", row.ppl, row.ppl_lower,
                        row.ppl_upper, n=lab.settings["n_users"])
         if 0 < row.epsilon < np.inf:
-            results.record(TASK, "user", row.setting, "dp_epsilon", row.epsilon)
+            results.record(TASK, "user", f"privacy lab: {row.setting}", "dp_epsilon", row.epsilon)
 
 
 def plot_tradeoff(lab: PrivacyLab, attack: str = "calibrated", ax=None):

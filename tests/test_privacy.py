@@ -211,3 +211,42 @@ def test_train_lora_dp_trains_privately(tiny_lm, tiny_pairs):
     b = [p for n, p in result.model.named_parameters() if "lora_B.dp" in n]
     assert any(p.abs().sum() > 0 for p in b)         # the adapter moved
     assert all(np.isfinite(result.losses))
+
+
+# --------------------------------------------------------------------------- the lab
+def test_privacy_lab_end_to_end_on_a_tiny_model(tiny_lm, monkeypatch):
+    from p13n_utils import results
+
+    monkeypatch.delenv("P13N_RESULTS", raising=False)
+    model, tok = tiny_lm()
+    tok = tiny_chat_tokenizer(tok)
+    cfg = config.get_sizes("smoke")
+    lab = privacy.privacy_lab(cfg, model, tok, rows=synthetic_rows(n_users=3, n_turns=6), n_members=3,
+                              user_steps=3, shared_steps=3, epsilons=(2.0, 50.0), lr=1e-2, lora_r=4)
+    settings = ["base LM", "RAG (members in the index)", "shared adapter", "per-user adapter",
+                "per-user adapter, DP eps=2", "per-user adapter, DP eps=50"]
+    assert lab.auc["setting"].unique().tolist() == settings
+    assert set(lab.auc["attack"]) == set(membership.ATTACKS) and (lab.auc["n_users"] == 3).all()
+    base = lab.auc.set_index(["setting", "attack"]).loc[("base LM", "calibrated")]
+    assert base["auc"] == 0.5                        # the reference itself: every calibrated score is 0
+    assert len(lab.items) == len(settings) * 3 * 6 and lab.items[["nll", "loss"]].notna().all().all()
+    t = lab.tradeoff
+    assert t["setting"].tolist() == ["base LM", "per-user adapter, DP eps=2", "per-user adapter, DP eps=50",
+                                     "per-user adapter"]
+    assert t["noise_multiplier"].iloc[1] > t["noise_multiplier"].iloc[2] > 0
+    assert (t["epsilon"].iloc[1:3] <= [2.0 * 1.01, 50.0 * 1.01]).all()
+    assert (t["ppl_lower"] <= t["ppl"]).all() and (t["ppl"] <= t["ppl_upper"]).all()
+    assert not adapters.is_peft(model) or not model.peft_config      # every adapter removed again
+    recorded = [r for r in results.rows() if r["metric"].startswith("mia_auc")]
+    assert len(recorded) >= 2 * len(settings)
+    privacy.plot_tradeoff(lab)
+
+
+def test_privacy_lab_refuses_bad_settings(tiny_lm):
+    model, tok = tiny_lm()
+    cfg = config.get_sizes("smoke")
+    with pytest.raises(TypeError, match="unknown privacy-lab settings"):
+        privacy.privacy_lab(cfg, model, tok, rows=synthetic_rows(), n_usrs=3)
+    with pytest.raises(ValueError, match=r"users \[0, 1, 2\] have fewer"):
+        privacy.privacy_lab(cfg, model, tiny_chat_tokenizer(tok), rows=synthetic_rows(n_users=3, n_turns=3),
+                            n_members=2)
