@@ -115,6 +115,15 @@ _ENTRIES = [
            "appear after the split date (new users)."),
     Metric("ndcg@k_ratio_to_best_published", "higher", "This project's ndcg@k divided by the best published "
            "number under the same protocol; 1.0 = matches it (a single number, no interval).", None),
+    # ------------------------------------------------------------------ privacy (10)
+    Metric("mia_auc_loss", "lower", "Membership-inference AUC of the loss attack: the probability that one of the "
+           "user's turns that trained the model gets a lower loss than one of the user's held-out turns, per "
+           "user then averaged; 0.5 = the attacker guesses (no leak), 1.0 = every training turn is exposed."),
+    Metric("mia_auc_calibrated", "lower", "Membership-inference AUC of the reference-calibrated loss attack (the "
+           "loss under the model minus the loss under the base model, per turn), per user then averaged; "
+           "0.5 = no leak, 1.0 = every training turn is exposed."),
+    Metric("dp_epsilon", "lower", "Privacy budget epsilon of DP-SGD training (at the delta named in the method), "
+           "from the RDP accountant; smaller = stronger guarantee (a single number, no interval).", None),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}

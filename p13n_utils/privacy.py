@@ -17,8 +17,9 @@ can tell the two apart (:mod:`p13n_utils.membership`), for
 
 Utility is each user's perplexity on their held-out (non-member) turns. The AUCs, the
 per-user AUCs and the utility/privacy trade-off come back as tidy DataFrames, and the rows are
-recorded through :mod:`p13n_utils.results` (``task="personachat"``; metrics ``mia_auc_loss``,
-``mia_auc_calibrated``, ``ppl``, ``dp_epsilon``).
+recorded through :mod:`p13n_utils.results` (``task="personachat"``, methods ``"privacy lab:
+<setting>"``, set: the lab's users; metrics ``mia_auc_loss``, ``mia_auc_calibrated``, ``ppl``
+(held-out turns), ``dp_epsilon``).
 
 Sizes: :data:`LAB_SIZES` by run size (``cfg.name``); keyword overrides win. The cost is
 training (per-user adapters, once without and once per ε with DP) and scoring every item once
@@ -265,14 +266,21 @@ def _summarise(scored: pd.DataFrame, privacy: dict, s: dict) -> PrivacyLab:
 
 
 def _record(lab: PrivacyLab) -> None:
+    """The lab's results rows, each with its per-user values (AUC, held-out NLL) beside it; the
+    set is the lab's users (:func:`p13n_utils.results.set_id`)."""
+    per_user = lab.per_user.set_index("user_id")
     for row in lab.auc.itertuples():
+        mine = per_user[(per_user["setting"] == row.setting) & (per_user["attack"] == row.attack)]["auc"]
         results.record(TASK, row.level, f"privacy lab: {row.setting}", f"mia_auc_{row.attack}", row.auc,
-                       row.lower, row.upper, n=row.n_users)
+                       row.lower, row.upper, n=row.n_users, per_user=mine)
+    held_out = lab.items[~lab.items["member"]].groupby(["setting", "user_id"])["nll"].mean()
+    lab_set = results.set_id(TASK, lab.items["user_id"].unique())
     for row in lab.tradeoff.itertuples():
-        results.record(TASK, LEVELS.get(row.setting, "user"), f"privacy lab: {row.setting}", "ppl", row.ppl, row.ppl_lower,
-                       row.ppl_upper, n=lab.settings["n_users"])
+        method = f"privacy lab: {row.setting}"
+        results.record(TASK, LEVELS.get(row.setting, "user"), method, "ppl", row.ppl, row.ppl_lower,
+                       row.ppl_upper, n=lab.settings["n_users"], per_user=held_out.loc[row.setting])
         if 0 < row.epsilon < np.inf:
-            results.record(TASK, "user", f"privacy lab: {row.setting}", "dp_epsilon", row.epsilon)
+            results.record(TASK, "user", method, "dp_epsilon", row.epsilon, set=lab_set)
 
 
 def plot_tradeoff(lab: PrivacyLab, attack: str = "calibrated", ax=None):
