@@ -78,7 +78,8 @@ class PrivacyLab:
     settings : dict
         The sizes and settings used.
     seconds : dict
-        Wall-clock seconds per stage and ``total``.
+        Wall-clock seconds per stage and ``total``; ``cpu_total``: CPU seconds of this process (all
+        threads), the cost on a machine that other work does not share (wall ~ cpu_total / threads).
     """
 
     items: pd.DataFrame
@@ -177,7 +178,7 @@ def privacy_lab(cfg, model=None, tokenizer=None, rows: pd.DataFrame | None = Non
     -------
     PrivacyLab
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     s = lab_settings(cfg, **overrides)
     seconds: dict = {}
     if model is None:
@@ -232,7 +233,7 @@ def privacy_lab(cfg, model=None, tokenizer=None, rows: pd.DataFrame | None = Non
         seconds[setting], tick = time.perf_counter() - tick, time.perf_counter()
 
     lab = _summarise(pd.concat(frames, ignore_index=True), privacy, s)
-    lab.seconds = {**seconds, "total": time.perf_counter() - start}
+    lab.seconds = {**seconds, "total": time.perf_counter() - start, "cpu_total": time.process_time() - cpu_start}
     if record:
         _record(lab)
     return lab
