@@ -353,8 +353,10 @@ def reward_margins(head: RewardHead, chosen_features, rejected_features) -> np.n
 
 
 def per_user_accuracy(margins, users) -> pd.Series:
-    """``pref_acc`` per user: the share of the user's pairs with a positive margin (a tie, margin
-    0, counts as half). Feed it to ``results.record_ci`` for the interval over users."""
+    """Preference accuracy per user: the share of the user's pairs with a positive margin (a tie,
+    margin 0, counts as half). Feed it to ``results.record_ci`` for the interval over users, under
+    the registry name of the margin's kind (``reward_pref_acc``, ``dpo_pref_acc``,
+    ``logp_pref_acc`` ...)."""
     margins = np.asarray(margins, dtype=float)
     users = np.asarray(users)
     if margins.shape != users.shape:
@@ -653,35 +655,40 @@ def dpo_margins(policy: pd.DataFrame, reference: pd.DataFrame, beta: float = 0.1
 
 def record_policy(task: str, level: str, method: str, pref_acc: pd.Series, nll: pd.Series,
                   own_pref_acc: pd.Series | None = None, base_nll: pd.Series | None = None,
-                  n_resamples: int = 2000) -> dict:
+                  n_resamples: int = 2000, pref_metric: str = "dpo_pref_acc",
+                  own_pref_acc_norm: pd.Series | None = None) -> dict:
     """Record a policy's evaluation (``results`` rows, each with its bootstrap interval over users)
-    and return its row of a table (``value [lower, upper]`` strings).
+    and return its row of a table (``value [lower, upper]`` strings, keyed by metric name).
 
     Parameters
     ----------
     pref_acc : Series
-        Per-user ``pref_acc`` (e.g. of DPO's implicit reward, :func:`dpo_margins`): metric ``pref_acc``.
+        Per-user accuracy recorded as ``pref_metric``: ``"dpo_pref_acc"`` for DPO's implicit
+        reward (:func:`dpo_margins`; 0.5 = no change from the reference), or, for an untrained
+        model, ``"logp_pref_acc_sum"`` (its summed log-probabilities).
     nll : Series
         Per-user NLL of the gold reply: metric ``ppl``.
     own_pref_acc : Series, optional
-        Per-user ``pref_acc`` of the policy's own log-probabilities: metric ``logp_pref_acc``.
+        Per-user accuracy of the policy's own summed log-probabilities: metric ``logp_pref_acc_sum``.
+    own_pref_acc_norm : Series, optional
+        The same with log-probabilities per token (length-normalised): metric ``logp_pref_acc``.
     base_nll : Series, optional
         The untrained model's per-user NLL on the same prompts: metric ``ppl_ratio_vs_base``
-        (the fit cost, from :func:`p13n_utils.results.paired_difference`).
+        (the fit cost, from :func:`p13n_utils.results.record_paired`).
     """
     from . import results
 
-    a = results.record_ci(task, level, method, "pref_acc", pref_acc, n_resamples=n_resamples)
+    fmt = lambda r: results.fmt_ci(r["value"], r["lower"], r["upper"])  # noqa: E731
+    a = results.record_ci(task, level, method, pref_metric, pref_acc, n_resamples=n_resamples)
     p = results.record_ppl(task, level, method, nll, n_resamples=n_resamples)
-    row = {"method": method, "level": level, "pref_acc": results.fmt_ci(a["value"], a["lower"], a["upper"]),
+    row = {"method": method, "level": level, pref_metric: fmt(a),
            "ppl": results.fmt_ci(p["value"], p["lower"], p["upper"], digits=1)}
-    if own_pref_acc is not None:
-        o = results.record_ci(task, level, method, "logp_pref_acc", own_pref_acc, n_resamples=n_resamples)
-        row["logp_pref_acc"] = results.fmt_ci(o["value"], o["lower"], o["upper"])
+    for metric, values in (("logp_pref_acc_sum", own_pref_acc), ("logp_pref_acc", own_pref_acc_norm)):
+        if values is not None and metric != pref_metric:
+            row[metric] = fmt(results.record_ci(task, level, method, metric, values, n_resamples=n_resamples))
     if base_nll is not None:
-        d = results.paired_difference(nll, base_nll, n_resamples=n_resamples)
-        results.record(task, level, method, "ppl_ratio_vs_base", np.exp(d["mean"]), np.exp(d["lower"]),
-                       np.exp(d["upper"]), n=d["n"])
+        d = results.record_paired(task, level, method, "ppl", nll, base_nll, "base", ratio=True,
+                                  n_resamples=n_resamples)
         row["ppl ratio vs untrained"] = results.fmt_ci(*np.exp([d["mean"], d["lower"], d["upper"]]))
     return row
 

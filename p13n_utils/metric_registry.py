@@ -26,7 +26,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-__all__ = ["Metric", "METRICS", "get", "validate", "describe", "base_name"]
+__all__ = ["Metric", "METRICS", "get", "validate", "describe", "base_name", "METHOD_NOTES", "method_note"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,15 @@ _ENTRIES = [
            "popularity bias (below 1 under-exposes the head).", None),
     Metric("ndcg@k_ratio_to_best_published", "higher", "This project's ndcg@k divided by the best published "
            "number under the same protocol; 1.0 = matches it (a single number, no interval).", None),
+    # ------------------------------------------------------------------ privacy (10)
+    Metric("mia_auc_loss", "lower", "Membership-inference AUC of the loss attack: the probability that one of the "
+           "user's turns that trained the model gets a lower loss than one of the user's held-out turns, per "
+           "user then averaged; 0.5 = the attacker guesses (no leak), 1.0 = every training turn is exposed."),
+    Metric("mia_auc_calibrated", "lower", "Membership-inference AUC of the reference-calibrated loss attack (the "
+           "loss under the model minus the loss under the base model, per turn), per user then averaged; "
+           "0.5 = no leak, 1.0 = every training turn is exposed."),
+    Metric("dp_epsilon", "lower", "Privacy budget epsilon of DP-SGD training (at the delta named in the method), "
+           "from the RDP accountant; smaller = stronger guarantee (a single number, no interval).", None),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}
@@ -186,3 +195,24 @@ def describe(name: str) -> str:
     """``"(higher is better) <description>"`` for a results legend."""
     m = get(name)
     return f"({m.direction} is better) {m.description}"
+
+
+# Methods whose row needs a word of warning in the results table.
+METHOD_NOTES: dict[str, str] = {
+    "torch_mf": "The torch re-implementation of `als` (same hyper-parameters, same random start): it gives "
+                "ALS's top-10 lists, so its rows repeat `als`'s; a check of the implementation, not another method.",
+    "shuffled_user": "Old name of `contextual_other_user`.",
+}
+
+
+def method_note(method: str) -> str | None:
+    """The note of a method for the results legend, or None. ``<method>_other_user`` is the
+    matched control of ``<method>``: the same amount of ANOTHER user's data (a seeded
+    derangement of the evaluated users, :func:`p13n_utils.user_context.derangement`)."""
+    if method in METHOD_NOTES:
+        return METHOD_NOTES[method]
+    if method.endswith("_other_user"):
+        own = method[: -len("_other_user")]
+        return (f"Matched control of `{own}`: the same amount of another user's data (a seeded derangement "
+                "of the evaluated users); what `" + own + "` gains over it is what this user's own data buys.")
+    return None

@@ -277,6 +277,11 @@ def render_markdown(summary: dict) -> str:
             lines += ["", "`<metric>_diff_vs_<method>`: the paired difference metric(this method) - "
                       "metric(<method>) over the same users (0 = no difference); `<metric>_ratio_vs_<method>`: "
                       "the paired ratio (1 = no difference). Both keep the metric's direction."]
+    notes = {m: metric_registry.method_note(m) for m in sorted({r["method"] for r in summary["rows"]})}
+    notes = {m: note for m, note in notes.items() if note}
+    if notes:
+        lines += ["", "## Methods with a note", "", "| method | note |", "|---|---|"]
+        lines += [f"| {m} | {note} |" for m, note in notes.items()]
     return "\n".join(lines) + "\n"
 
 

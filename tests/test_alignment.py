@@ -336,20 +336,27 @@ def test_record_policy_records_each_metric_once_with_its_interval():
     results.clear()
     users = [1, 2, 3, 4]
     acc = pd.Series([1.0, 0.5, 1.0, 0.0], index=users)
+    norm = pd.Series([1.0, 1.0, 1.0, 0.0], index=users)
     nll = pd.Series([2.0, 2.2, 1.8, 2.0], index=users)
     row = alignment.record_policy("personachat", "user", "dpo_user", acc, nll, own_pref_acc=acc,
-                                  base_nll=nll + 0.1, n_resamples=200)
+                                  base_nll=nll + 0.1, n_resamples=200, own_pref_acc_norm=norm)
     recorded = {r["metric"]: r for r in results.rows()}
-    assert set(recorded) == {"pref_acc", "ppl", "logp_pref_acc", "ppl_ratio_vs_base"}
-    assert recorded["pref_acc"]["value"] == pytest.approx(0.625) and recorded["pref_acc"]["n"] == 4
+    assert set(recorded) == {"dpo_pref_acc", "ppl", "logp_pref_acc_sum", "logp_pref_acc", "ppl_ratio_vs_base"}
+    assert recorded["dpo_pref_acc"]["value"] == pytest.approx(0.625) and recorded["dpo_pref_acc"]["n"] == 4
+    assert recorded["logp_pref_acc"]["value"] == pytest.approx(0.75)
     assert recorded["ppl"]["value"] == pytest.approx(np.exp(2.0))
     assert recorded["ppl_ratio_vs_base"]["value"] == pytest.approx(np.exp(-0.1))      # every user 0.1 nats better
-    r = recorded["pref_acc"]
-    assert row["pref_acc"] == results.fmt_ci(r["value"], r["lower"], r["upper"])
-    assert set(row) == {"method", "level", "pref_acc", "ppl", "logp_pref_acc", "ppl ratio vs untrained"}
+    assert len({r["set"] for r in recorded.values()}) == 1                              # the same four users
+    r = recorded["dpo_pref_acc"]
+    assert row["dpo_pref_acc"] == results.fmt_ci(r["value"], r["lower"], r["upper"])
+    assert set(row) == {"method", "level", "dpo_pref_acc", "ppl", "logp_pref_acc_sum", "logp_pref_acc",
+                        "ppl ratio vs untrained"}
     results.clear()
-    assert set(alignment.record_policy("personachat", "global", "zero_shot", acc, nll, n_resamples=50)) == {
-        "method", "level", "pref_acc", "ppl"}
+    # an untrained model: its summed-logp accuracy is the main row, recorded once
+    assert set(alignment.record_policy("personachat", "global", "zero_shot", acc, nll, own_pref_acc=acc,
+                                       own_pref_acc_norm=norm, n_resamples=50, pref_metric="logp_pref_acc_sum")) == {
+        "method", "level", "logp_pref_acc_sum", "ppl", "logp_pref_acc"}
+    assert sorted(r["metric"] for r in results.rows()) == ["logp_pref_acc", "logp_pref_acc_sum", "ppl"]
     results.clear()
 
 

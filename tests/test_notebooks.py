@@ -48,15 +48,19 @@ EXPECTED = {
     ],
     "03_persona_level": [
         *_rows("personachat", "persona", ["persona_prompt"], ["ppl", "rougeL", "persona_sim"]),
+        *_rows("personachat", "persona", ["persona_prompt"], ["ppl_ratio_vs_no_persona", "rougeL_diff_vs_no_persona",
+                                                              "persona_sim_diff_vs_no_persona"]),
         *_rows("movielens-rating", "persona", ["persona_prompt", "persona_item_mean"],
                ["mae", "rmse"]),
         *_rows("movielens-topk", "persona", ["persona_popularity"], ["ndcg@10", "recall@10"]),
     ],
     "04_user_prompting": [
         *_rows("personachat", "user", ["contextual", "profile_augmented", "refined_prompt",
-                                       "shuffled_user"], ["ppl", "rougeL", "persona_sim"]),
+                                       "contextual_other_user"], ["ppl", "rougeL", "persona_sim", "user_facts_sim"]),
+        ("personachat", "user", "contextual", "ppl_ratio_vs_contextual_other_user"),
+        ("movielens-rating", "user", "contextual", "mae_diff_vs_contextual_other_user"),
         *_rows("movielens-rating", "user", ["contextual", "profile_augmented", "refined_prompt",
-                                            "shuffled_user"], ["mae", "rmse"]),
+                                            "contextual_other_user"], ["mae", "rmse"]),
     ],
     "05_user_rag": [
         *_rows("personachat", "user", [f"rag_{r}" for r in RETRIEVERS], ["ppl", "rougeL"]),
@@ -79,17 +83,23 @@ EXPECTED = {
         *_rows("personachat", "user", ["oppu"], ["ppl_ratio_vs_lora_global"]),
     ],
     "07_preference_alignment": [
-        *_rows("personachat", "global", ["bt_global", "embed_sim", "zero_shot", "dpo_global"], ["pref_acc"]),
-        *_rows("personachat", "persona", ["bt_persona", "dpo_persona"], ["pref_acc"]),
-        *_rows("personachat", "user", ["bt_user", "dpo_user", "soups", "contextual_prompt"], ["pref_acc"]),
+        *_rows("personachat", "global", ["bt_global", "embed_sim"], ["reward_pref_acc"]),
+        *_rows("personachat", "persona", ["bt_persona"], ["reward_pref_acc"]),
+        *_rows("personachat", "user", ["bt_user"], ["reward_pref_acc"]),
+        *_rows("personachat", "global", ["zero_shot"], ["logp_pref_acc", "logp_pref_acc_sum"]),
+        *_rows("personachat", "user", ["contextual_prompt"], ["logp_pref_acc", "logp_pref_acc_sum"]),
+        *_rows("personachat", "global", ["dpo_global"], ["dpo_pref_acc", "logp_pref_acc", "logp_pref_acc_sum"]),
+        *_rows("personachat", "persona", ["dpo_persona"], ["dpo_pref_acc", "logp_pref_acc", "logp_pref_acc_sum"]),
+        *_rows("personachat", "user", ["dpo_user", "soups"], ["dpo_pref_acc", "logp_pref_acc", "logp_pref_acc_sum"]),
         *_rows("personachat", "global", ["zero_shot", "dpo_global"], ["ppl"]),
         *_rows("personachat", "persona", ["dpo_persona"], ["ppl"]),
         *_rows("personachat", "user", ["dpo_user", "soups"], ["ppl"]),
-        *_rows("personachat", "user", ["bt_user", "dpo_user"], ["pref_acc_diff_vs_global"]),
-        *_rows("personachat", "user", ["soups"], ["pref_acc_diff_vs_persona"]),
-        *_rows("movielens-pref", "global", ["bt_global", "item_mean"], ["pref_acc"]),
-        *_rows("movielens-pref", "persona", ["bt_persona"], ["pref_acc"]),
-        *_rows("movielens-pref", "user", ["bt_user"], ["pref_acc"]),
+        *_rows("personachat", "user", ["bt_user"], ["reward_pref_acc_diff_vs_bt_global"]),
+        *_rows("personachat", "user", ["dpo_user"], ["dpo_pref_acc_diff_vs_dpo_global"]),
+        *_rows("personachat", "user", ["soups"], ["dpo_pref_acc_diff_vs_dpo_persona"]),
+        *_rows("movielens-pref", "global", ["bt_global", "item_mean"], ["reward_pref_acc"]),
+        *_rows("movielens-pref", "persona", ["bt_persona"], ["reward_pref_acc"]),
+        *_rows("movielens-pref", "user", ["bt_user"], ["reward_pref_acc"]),
     ],
     "08_recommendation": [
         *_rows("movielens-topk", "global", ["popularity"], ["ndcg@10", "recall@10", "map@10"]),
@@ -236,10 +246,15 @@ def test_notebook_runs_in_smoke_size(name, smoke_dir):
     record = smoke_run(name, smoke_dir)
     assert record["notebook"] == name and record["size"] == "smoke"
     for row in record["rows"]:
-        assert results.make_row(**row) == row
+        assert results.make_row(**row) == row  # registry names and a set id
         if row["lower"] is not None:
             assert row["lower"] <= row["value"] <= row["upper"] or math.isclose(
                 row["lower"], row["upper"])
+    if record["rows"]:  # per-user values kept beside the rows, each block naming a recorded row
+        users = results.load_per_user(smoke_dir / "results")
+        users = users[users["notebook"] == name]
+        blocks = {tuple(b) for b in users[["task", "level", "method", "metric", "set"]].drop_duplicates().values.tolist()}
+        assert blocks and blocks <= {(r["task"], r["level"], r["method"], r["metric"], r["set"]) for r in record["rows"]}
     keys = {(r["task"], r["level"], r["method"], r["metric"]) for r in record["rows"]}
     missing = set(EXPECTED.get(name, ())) - keys
     assert not missing, f"{name} did not record {sorted(missing)}"

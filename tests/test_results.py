@@ -194,6 +194,10 @@ def test_render_markdown_shows_the_set_and_the_legend():
     summary = {"notebooks": [], "rows": [dict(notebook="05_x", task="t", level="user", method="m",
                                              metric="ppl_ratio_vs_global", set="pc-3u-abc", value=0.9,
                                              lower=0.8, upper=1.0, n=3)]}
+    summary["rows"].append({**summary["rows"][0], "method": "torch_mf", "metric": "ndcg@10"})
+    summary["rows"].append({**summary["rows"][0], "method": "rag_dense_other_user", "metric": "ppl"})
     text = run.render_markdown(summary)
+    assert "| torch_mf | The torch re-implementation of `als`" in text
+    assert "| rag_dense_other_user | Matched control of `rag_dense`" in text
     assert "| ppl_ratio_vs_global | user | m | 0.9 | [0.8, 1] | 3 | pc-3u-abc | 05_x |" in text
     assert metric_registry.get("ppl").description in text and "_ratio_vs_<method>" in text
