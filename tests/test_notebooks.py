@@ -130,6 +130,11 @@ EXPECTED = {
         ("movielens-rating", "user", "drift_user_item_bias_w0", "mae"),
         ("movielens-topk-drift", "user", "drift_als_w0", "ndcg@10"),
         *_rows("movielens-rating", "user", ["user_bias_half_life_30d"], ["mae", "mae_diff_vs_user_bias_all_history"]),
+        *[("personachat", lv, f"privacy lab: {s}", m) for lv, s in (("global", "base LM"), ("global", "shared adapter"),
+                                                                     ("user", "per-user adapter"), ("user", "RAG (members in the index)"),
+                                                                     ("user", "per-user adapter, DP eps=8"))
+          for m in ("mia_auc_loss", "mia_auc_calibrated")],
+        ("personachat", "user", "privacy lab: per-user adapter, DP eps=8", "dp_epsilon"),
     ],
 }
 
