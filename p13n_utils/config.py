@@ -203,6 +203,16 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p09.tag_persona_k": (4, 10, 10),  # genre personas of the persona rung (03's MovieLens K in the default size)
     "p09.tag_lm_instances": (4, None, None),  # held-out assignments the LM tags (two prompts each: with and without history)
     "p09.lamp_questions": (20, 200, None),  # LaMP-2 dev questions (when the files are there)
+    # 10_open_problems
+    "p10.history_grid": ((0, 1, 4), (0, 1, 2, 4, 8, 16, 32), (0, 1, 2, 4, 8, 16, 32)),  # items of history kept
+    "p10.lm_users": (2, 16, None),  # users whose ratings the LM predicts at each history length (None: all)
+    "p10.lm_grid": ((0, 1), (0, 1, 2, 4, 8), (0, 1, 2, 4, 8, 16, 32)),  # history lengths the LM sees
+    "p10.rag_k": (1, 2, 4),  # retrieved ratings in the cold-start RAG prompt (from the n kept)
+    "p10.persona_k": (4, 10, 10),  # MovieLens genre personas (03's choice in the default size)
+    "p10.cold_users": (30, None, None),  # held-out new users in the ALS fold-in curve (None: all)
+    "p10.rec_items": (400, None, None),  # keep the N most-rated movies in the recommender labs (None: all)
+    "p10.drift_edges": ((0, 30, 365), (0, 1, 30, 180, 365, 730), (0, 1, 30, 180, 365, 730)),  # gap windows (days)
+    "p10.half_lives": ((30, 365), (7, 30, 90, 365, 1095), (7, 30, 90, 365, 1095)),  # recency weighting (days)
 }
 
 

@@ -160,6 +160,26 @@ _ENTRIES = [
            "among 15 candidates."),
     Metric("tag_macro_f1", "higher", "Tagging macro-F1: F1 of each tag (gold or predicted) averaged with equal weight "
            "over tags, so rare tags count as much as frequent ones; interval by resampling users.", None),
+    # ------------------------------------------------------------------ open problems (10): gaps and popularity bias
+    Metric("mae_gap", "lower", "Fairness gap in rating error: the largest minus the smallest group mean of the "
+           "per-user mae over groups of users (activity quartiles, personas); 0 = every group served equally well.",
+           None),
+    Metric("ndcg@k_gap", "lower", "Fairness gap in ranking quality: the largest minus the smallest group mean of "
+           "the per-user ndcg@k over groups of users (activity quartiles); 0 = every group served equally well.", None),
+    Metric("pop_share@k", "lower", "Popularity bias: share of all recommended top-k slots that hold one of the 10% "
+           "most popular training items (compare with the same share among the users' held-out positives).", None),
+    Metric("pop_share_ratio@k", "lower", "pop_share@k divided by the popular items' share of the held-out "
+           "positives; 1.0 = the recommender shows the popular head as often as users choose it, above 1 = "
+           "popularity bias (below 1 under-exposes the head).", None),
+    # ------------------------------------------------------------------ privacy (10)
+    Metric("mia_auc_loss", "lower", "Membership-inference AUC of the loss attack: the probability that one of the "
+           "user's turns that trained the model gets a lower loss than one of the user's held-out turns, per "
+           "user then averaged; 0.5 = the attacker guesses (no leak), 1.0 = every training turn is exposed."),
+    Metric("mia_auc_calibrated", "lower", "Membership-inference AUC of the reference-calibrated loss attack (the "
+           "loss under the model minus the loss under the base model, per turn), per user then averaged; "
+           "0.5 = no leak, 1.0 = every training turn is exposed."),
+    Metric("dp_epsilon", "lower", "Privacy budget epsilon of DP-SGD training (at the delta named in the method), "
+           "from the RDP accountant; smaller = stronger guarantee (a single number, no interval).", None),
 ]
 
 METRICS: dict[str, Metric] = {m.name: m for m in _ENTRIES}

@@ -117,10 +117,11 @@ TAXONOMY: tuple[Entry, ...] = (
     _e("open problem", "open problems", "benchmarks", "few shared, realistic benchmarks",
        "10_open_problems"),
     _e("open problem", "open problems", "cold start", "users and items with little data",
-       "10_open_problems"),
-    _e("open problem", "open problems", "bias", "quality differs across groups", "10_open_problems"),
+       "10_open_problems", "Lab 1 · Cold start"),
+    _e("open problem", "open problems", "bias", "quality differs across groups", "10_open_problems",
+       "Lab 2 · Fairness and bias"),
     _e("open problem", "open problems", "privacy", "user data in prompts and weights",
-       "10_open_problems"),
+       "10_open_problems", "Lab 4 · Privacy"),
     _e("open problem", "open problems", "multimodality", "beyond text", "10_open_problems"),
 )
 

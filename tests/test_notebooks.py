@@ -123,6 +123,28 @@ EXPECTED = {
         *_rows("movielens-tagging", "global", ["movie_popular_tag"], ["tag_acc", "tag_macro_f1"]),
         *_rows("movielens-tagging", "user", ["user_top_tag"], ["tag_acc", "tag_macro_f1"]),
     ],
+    "10_open_problems": [  # the smoke size: history lengths 0, 1, 4 (LM: 0, 1)
+        *[("movielens-rating", lv, f"cold_{m}_n{n}", "mae") for n in (0, 1, 4)
+          for lv, m in (("global", "item_mean"), ("persona", "persona_item_mean"), ("user", "user_item_bias"))],
+        *[("movielens-topk-new-users", lv, f"cold_{m}_n{n}", "ndcg@10") for n in (0, 1, 4)
+          for lv, m in (("global", "popularity"), ("persona", "persona_popularity"), ("user", "als_fold_in"))],
+        ("movielens-rating", "global", "cold_llm_zero_shot_n0", "mae"),
+        *[("movielens-rating", lv, f"cold_{m}_n1", "mae")
+          for lv, m in (("persona", "persona_prompt"), ("user", "contextual"), ("user", "rag_bm25"))],
+        ("movielens-rating", "user", "user_item_bias_by_activity", "mae_gap"),
+        ("movielens-topk", "user", "als_by_activity", "ndcg@10_gap"),
+        ("movielens-topk", "global", "popularity_by_activity", "ndcg@10_gap"),
+        *_rows("movielens-topk", "user", ["als"], ["pop_share@10", "pop_share_ratio@10"]),
+        *_rows("movielens-topk", "user", ["als_cap0", "als_cap5"], ["ndcg@10", "pop_share@10"]),
+        ("movielens-rating", "user", "drift_user_item_bias_w0", "mae"),
+        ("movielens-topk-drift", "user", "drift_als_w0", "ndcg@10"),
+        *_rows("movielens-rating", "user", ["user_bias_half_life_30d"], ["mae", "mae_diff_vs_user_bias_all_history"]),
+        *[("personachat", lv, f"privacy lab: {s}", m) for lv, s in (("global", "base LM"), ("global", "shared adapter"),
+                                                                     ("user", "per-user adapter"), ("user", "RAG (members in the index)"),
+                                                                     ("user", "per-user adapter, DP eps=8"))
+          for m in ("mia_auc_loss", "mia_auc_calibrated")],
+        ("personachat", "user", "privacy lab: per-user adapter, DP eps=8", "dp_epsilon"),
+    ],
 }
 # Notebooks that analyse the rows of the notebooks before them (in the same build folder).
 READS_EARLIER = {"09_evaluation"}
@@ -385,3 +407,12 @@ def test_06_on_a_binder_sized_machine_skips_full_fine_tuning_and_runs_the_rest(t
     methods = {r["method"] for r in record["rows"]}
     assert "full_ft" not in methods
     assert {"lora_global", "lora_persona", "oppu", "soft_prompt"} <= methods, methods
+
+
+@pytest.mark.notebooks
+def test_10_new_user_levels_coincide_without_history(smoke_dir):
+    """10: a new user with no history gets popularity from every level (ALS fold-in and persona
+    fall back to it), so the n = 0 rows are equal; with history, ALS fold-in moves away from it."""
+    values = _row_values(smoke_run("10_open_problems", smoke_dir), "movielens-topk-new-users", "ndcg@10")
+    assert values["cold_popularity_n0"] == values["cold_persona_popularity_n0"] == values["cold_als_fold_in_n0"]
+    assert values["cold_als_fold_in_n4"] != values["cold_popularity_n4"]
