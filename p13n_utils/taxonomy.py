@@ -115,14 +115,14 @@ TAXONOMY: tuple[Entry, ...] = (
        "Direct vs indirect on the same users"),
     # open problems
     _e("open problem", "open problems", "benchmarks", "few shared, realistic benchmarks",
-       "10_open_problems"),
+       "09_evaluation", "LaMP itself, when its files are present"),
     _e("open problem", "open problems", "cold start", "users and items with little data",
        "10_open_problems", "Lab 1 · Cold start"),
     _e("open problem", "open problems", "bias", "quality differs across groups", "10_open_problems",
        "Lab 2 · Fairness and bias"),
     _e("open problem", "open problems", "privacy", "user data in prompts and weights",
        "10_open_problems", "Lab 4 · Privacy"),
-    _e("open problem", "open problems", "multimodality", "beyond text", "10_open_problems"),
+    _e("open problem", "open problems", "multimodality", "beyond text (not covered: the series is text only)"),
 )
 
 
@@ -135,12 +135,13 @@ def entries(axis: str | None = None) -> list[Entry]:
 
 def table():
     """The taxonomy as a DataFrame: axis, family, name, description, where (notebook ›
-    section, or "planned: notebook")."""
+    section, "planned: notebook", or "not covered")."""
     import pandas as pd
 
     return pd.DataFrame([{
         "axis": e.axis, "family": e.family, "name": e.name, "description": e.description,
-        "where": f"{e.notebook} › {e.section}" if e.implemented else f"planned: {e.planned}",
+        "where": f"{e.notebook} › {e.section}" if e.implemented
+        else f"planned: {e.planned}" if e.planned else "not covered",
     } for e in TAXONOMY])
 
 
