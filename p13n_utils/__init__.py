@@ -8,7 +8,9 @@ alignment, recsys, recsys_classic (EASE, item-kNN, SAR, BPR with uniform negativ
 recsys_llm, own_user and own_user_app (notebook 12: a learner's own round through the ladder, and
 its page), metrics, metric_registry (one meaning per metric name), text_metrics, judge and
 tagging (notebook 09's evaluation sections), evaluation (09's analysis of the recorded rows: the
-ladder, Holm/BH, matched controls, seed spread), plotting, results (the results contract: rows,
+ladder, Holm/BH, matched controls, seed spread), coldstart, fairness, membership and dp and
+privacy (notebook 10's labs: membership inference, DP-SGD), drift, memory (fits or falls back on a
+small machine), plotting, results (the results contract: rows,
 evaluation-set ids, per-user values), lesson, exercises, run (the
 papermill runner), taxonomy.
 """
