@@ -709,12 +709,12 @@ def evaluate_and_record(task: str, level: str, method: str, model: Recommender |
     from . import results
 
     table, recs = evaluate(model, split, k=k, users=users, recommendations=recommendations)
-    rows = {m: results.record_ci(task, level, method, m, table[m], n_resamples=n_resamples, seed=seed)
-            for m in (f"ndcg@{k}", f"recall@{k}", f"map@{k}")}
+    rows = {m: results.record_ci(task, level, method, m, table[m], n_resamples=n_resamples, seed=seed,
+                                 users=table["user_id"]) for m in (f"ndcg@{k}", f"recall@{k}", f"map@{k}")}
     line = " · ".join(f"{m} {results.fmt_ci(r['value'], r['lower'], r['upper'], 4)}" for m, r in rows.items())
     if users is None:  # coverage only means something over the whole user population
         coverage = metrics.catalog_coverage(recs, split.train.n_items)
-        results.record(task, level, method, "coverage", coverage, n=len(table))
+        results.record(task, level, method, "coverage", coverage, n=len(table), set=rows[f"ndcg@{k}"]["set"])
         line += f" · coverage {coverage:.3f}"
     return table, recs, line
 

@@ -25,8 +25,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from . import config
-from .results import COLUMNS, read_rows
+from . import config, metric_registry
+from .results import read_rows, read_user_values, write_user_values
 
 
 # What results.json and results.md say about each notebook's run.
@@ -169,12 +169,15 @@ def execute_notebook(name: str, size: str, build_dir: Path, progress: bool = Fal
     source = config.NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = build_dir / "notebooks" / f"{name}.ipynb"
     rows_file = build_dir / "results" / f"{name}.jsonl"
+    users_file = build_dir / "results" / f"{name}.users.jsonl"
+    users_csv = build_dir / "results" / f"{name}.users.csv.gz"
     executed.parent.mkdir(parents=True, exist_ok=True)
     rows_file.parent.mkdir(parents=True, exist_ok=True)
-    rows_file.unlink(missing_ok=True)
+    for stale in (rows_file, users_file, users_csv):
+        stale.unlink(missing_ok=True)
 
     env_before = dict(os.environ)
-    os.environ.update(P13N_RESULTS=str(rows_file), P13N_RUN_SIZE=size)
+    os.environ.update(P13N_RESULTS=str(rows_file), P13N_USER_VALUES=str(users_file), P13N_RUN_SIZE=size)
     if figures is not None:
         os.environ["P13N_FIGURES_DIR"] = str(figures)
     start = time.perf_counter()
@@ -203,12 +206,18 @@ def execute_notebook(name: str, size: str, build_dir: Path, progress: bool = Fal
         "rows": read_rows(rows_file) if rows_file.exists() else [],
     }
     config.atomic_write(build_dir / "results" / f"{name}.json", json.dumps(record, indent=1) + "\n")
+    if users_file.exists():
+        kept = {(r["task"], r["level"], r["method"], r["metric"], r["set"]) for r in record["rows"]}
+        values = read_user_values(users_file)
+        keys = list(zip(*(values[c] for c in ("task", "level", "method", "metric", "set"))))
+        write_user_values(values[[k in kept for k in keys]], users_csv)
     return record
 
 
 def aggregate(build_dir: Path, out_dir: Path) -> dict:
     """Collect every ``build_dir/results/*.json`` into ``out_dir/results.json`` and a readable
-    ``out_dir/results.md``. Returns the aggregated object."""
+    ``out_dir/results.md``, and copy each ``<notebook>.users.csv.gz`` to
+    ``out_dir/per_user/<notebook>.csv.gz``. Returns the aggregated object."""
     records = [json.loads(p.read_text()) for p in sorted((build_dir / "results").glob("*.json"))]
     summary = {
         "notebooks": [{k: r.get(k) for k in RUN_FIELDS} for r in records],
@@ -216,6 +225,10 @@ def aggregate(build_dir: Path, out_dir: Path) -> dict:
     }
     config.atomic_write(out_dir / "results.json", json.dumps(summary, indent=1) + "\n")
     config.atomic_write(out_dir / "results.md", render_markdown(summary))
+    per_user = out_dir / "per_user"
+    for path in sorted((build_dir / "results").glob("*.users.csv.gz")):
+        per_user.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, per_user / path.name.replace(".users.csv.gz", ".csv.gz"))
     return summary
 
 
@@ -231,25 +244,39 @@ RUN_HEADERS = ("notebook", "size", "seconds", "peak MB", "device", "LM dtype", "
 
 
 def render_markdown(summary: dict) -> str:
-    """The aggregated results as markdown: run times, then one table per task."""
+    """The aggregated results as markdown: run times, one table per task (with each row's
+    evaluation set), then a legend with every metric's direction and description."""
     lines = ["# Results", "", "Written by `python -m p13n_utils.run`; 95% bootstrap intervals "
              "over users in brackets. `seconds` is the wall time of the notebook's last run: LM "
              "outputs are memoised under build/cache, so a rerun is much faster than a first run "
              "(first-run times are quoted in each notebook). `peak MB` is the kernel's peak resident "
              "memory (Binder gives about 2 GB); `LM dtype` is what the LM of 02-05 ran in on that "
-             "hardware.", "", "| " + " | ".join(RUN_HEADERS) + " |", "|---" * len(RUN_HEADERS) + "|"]
+             "hardware. `set` names the evaluation set (which users, `<task>-<n>u-<hash>`): compare two "
+             "rows only when their sets are equal.", "", "| " + " | ".join(RUN_HEADERS) + " |",
+             "|---" * len(RUN_HEADERS) + "|"]
     lines += ["| " + " | ".join(_fmt(n.get(k)) for k in RUN_FIELDS) + " |" for n in summary["notebooks"]]
     tasks = sorted({row["task"] for row in summary["rows"]})
     level_order = {"global": 0, "persona": 1, "user": 2}
     for task in tasks:
         rows = [r for r in summary["rows"] if r["task"] == task]
         rows.sort(key=lambda r: (r["metric"], level_order[r["level"]], r["method"]))
-        lines += ["", f"## {task}", "", "| metric | level | method | value | 95% CI | n | notebook |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", f"## {task}", "", "| metric | level | method | value | 95% CI | n | set | notebook |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             ci = f"[{_fmt(r['lower'])}, {_fmt(r['upper'])}]" if r["lower"] is not None else ""
             lines.append(f"| {r['metric']} | {r['level']} | {r['method']} | {_fmt(r['value'])} "
-                         f"| {ci} | {_fmt(r['n'])} | {r['notebook']} |")
+                         f"| {ci} | {_fmt(r['n'])} | {r.get('set', '')} | {r['notebook']} |")
+    names = sorted({metric_registry.base_name(r["metric"])[0] for r in summary["rows"]})
+    derived = any(metric_registry.base_name(r["metric"])[1] for r in summary["rows"])
+    if names:
+        lines += ["", "## Metrics", "", "| metric | better | description |", "|---|---|---|"]
+        for name in names:
+            m = metric_registry.get(name)
+            lines.append(f"| {name} | {m.direction} | {m.description} |")
+        if derived:
+            lines += ["", "`<metric>_diff_vs_<method>`: the paired difference metric(this method) - "
+                      "metric(<method>) over the same users (0 = no difference); `<metric>_ratio_vs_<method>`: "
+                      "the paired ratio (1 = no difference). Both keep the metric's direction."]
     return "\n".join(lines) + "\n"
 
 

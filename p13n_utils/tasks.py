@@ -99,6 +99,13 @@ class PersonaChatEval:
                            "user: use context_with_fallback([], persona_context)")
         return list(self.user_facts[user_id])
 
+    @property
+    def set_id(self) -> str:
+        """The evaluation set's id in results rows (:func:`p13n_utils.results.set_id` of the users)."""
+        from .results import set_id
+
+        return set_id("personachat", self.users)
+
     def generation_items(self, n_users: int | None = None) -> pd.DataFrame:
         """The test rows that get a generated reply (``rougeL``, ``persona_sim``): each
         evaluated user's first test turn, for the first ``n_users`` users (None: all)."""
@@ -278,6 +285,13 @@ class RatingEval:
     movies: pd.DataFrame
     users: np.ndarray
 
+    @property
+    def set_id(self) -> str:
+        """The evaluation set's id in results rows (:func:`p13n_utils.results.set_id` of the users)."""
+        from .results import set_id
+
+        return set_id("movielens-rating", self.users)
+
     def history(self, user_id, before: str = "test") -> pd.DataFrame:
         """The user's ratings known when predicting their ``before`` ("test" or "val") ratings,
         oldest first; an empty frame for a user with no history (cold start). ``KeyError``
@@ -401,8 +415,10 @@ def eval_sets(cfg, personachat: bool = True, movielens: bool = True) -> EvalSets
     """Load the data and build the shared evaluation sets from a run size's table.
 
     ``cfg`` is what ``config.setup(RUN_SIZE)`` returned; the sizes come from its ``tasks.*`` and
-    ``data.*`` lines and the seed from ``cfg.seed``, so every notebook evaluates the same users."""
-    from . import data
+    ``data.*`` lines and the seed from ``cfg.seed``, so every notebook evaluates the same users.
+    Each set's id becomes its task's current set in :mod:`p13n_utils.results` (rows recorded
+    without users of their own name it)."""
+    from . import data, results
 
     sets = EvalSets()
     if personachat:
@@ -410,8 +426,10 @@ def eval_sets(cfg, personachat: bool = True, movielens: bool = True) -> EvalSets
         sets.pc = personachat_eval_set(
             sets.dialogues, n_users=cfg["tasks.pc_users"], dialogues_per_user=cfg["tasks.pc_dialogues_per_user"],
             n_test_turns=cfg["data.pc_test_turns"], n_val_turns=cfg["data.pc_val_turns"], seed=cfg.seed)
+        results.use_set("personachat", sets.pc.set_id)
     if movielens:
         sets.ml = data.load_movielens("latest-small")
         sets.rating = movielens_rating_eval_set(sets.ml, n_users=cfg["tasks.ml_users"],
                                                 n_per_user=cfg["tasks.ml_per_user"], seed=cfg.seed)
+        results.use_set("movielens-rating", sets.rating.set_id)
     return sets

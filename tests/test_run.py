@@ -6,7 +6,7 @@ import time
 import nbformat
 import pytest
 
-from p13n_utils import config, run
+from p13n_utils import config, metric_registry, results, run
 
 
 def _notebook(path, *sources):
@@ -52,7 +52,11 @@ def test_inplace_requires_default_size():
 def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     _notebook(notebooks / "01_ok.ipynb",
               "from p13n_utils import config, results\ncfg = config.setup(RUN_SIZE)",
-              "results.record('toy', 'user', 'm', 'mae', 0.5 if cfg.name == 'default' else 0.7, 0.4, 0.6, n=3)\n"
+              "results.record('toy', 'user', 'm', 'mae', 0.5 if cfg.name == 'default' else 0.7, 0.4, 0.6, n=3,"
+              " set='toy-3u')\n"
+              "import pandas as pd\n"
+              "results.record_ci('toy', 'user', 'm', 'rmse', pd.Series([1.0, 2.0], index=pd.Index([7, 9], name='user')),"
+              " n_resamples=50)\n"
               "print(cfg.name)")
     out = tmp_path / "out"
     summary = run.run("default", build_dir=tmp_path / "build", out_dir=out, inplace=True,
@@ -61,13 +65,22 @@ def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     assert record["size"] == "default" and record["seconds"] > 0
     assert record["peak_mb"] > 20  # a python kernel with pandas imported
     assert record["lm_dtype"] in ("bfloat16", "float32") and record["cpu"]
-    assert record["rows"] == [dict(task="toy", level="user", method="m", metric="mae", value=0.5,
-                                   lower=0.4, upper=0.6, n=3)]
+    assert record["rows"][0] == dict(task="toy", level="user", method="m", metric="mae", set="toy-3u",
+                                     value=0.5, lower=0.4, upper=0.6, n=3)
+    set_ = results.set_id("toy", [7, 9])
+    assert record["rows"][1]["set"] == set_ and record["rows"][1]["value"] == 1.5
+    # per-user values: beside the results file, and copied to out/per_user/ by the aggregate step
+    for directory in (tmp_path / "build/results", out / "per_user"):
+        users = results.load_per_user(directory)
+        assert users[["notebook", "metric", "set", "user", "value"]].values.tolist() == [
+            ["01_ok", "rmse", set_, 7, 1.0], ["01_ok", "rmse", set_, 9, 2.0]]
+    assert (out / "per_user" / "01_ok.csv.gz").exists()
     assert summary["rows"][0]["notebook"] == "01_ok"
     assert summary.pop("out_dir") == str(out.resolve())
     assert json.loads((out / "results.json").read_text()) == summary
     markdown = (out / "results.md").read_text()
-    assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | 01_ok |" in markdown
+    assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | toy-3u | 01_ok |" in markdown
+    assert f"| mae | lower | {metric_registry.get('mae').description} |" in markdown  # the legend
     assert "| notebook | size | seconds | peak MB | device | LM dtype | CPU |" in markdown
     assert (f"| 01_ok | default | {record['seconds']} | {record['peak_mb']} | {record['device']} "
             f"| {record['lm_dtype']} | {record['cpu']} |") in markdown
