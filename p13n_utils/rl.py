@@ -42,7 +42,8 @@ from .generation import generate
 from .training import IGNORE_INDEX, TrainConfig, TrainResult, collate, model_device, pad_id, train_loop
 
 __all__ = ["ADVANTAGES", "check_settings", "group_advantages", "per_token_kl", "policy_gradient_loss",
-           "sample_replies", "completion_batch", "token_logps", "rl_step_loss", "train_rl_lora", "sequence_kl"]
+           "sample_replies", "completion_batch", "token_logps", "rl_step_loss", "train_rl_lora", "sequence_kl",
+           "fit_reward_head", "embedding_reward", "evaluate_policy"]
 
 ADVANTAGES = ("rloo", "grpo")
 """The two group baselines: leave-one-out mean (RLOO) and group mean / group std (GRPO)."""
@@ -137,6 +138,14 @@ def policy_gradient_loss(logps: torch.Tensor, ref_logps: torch.Tensor, mask: tor
 
 
 # =========================================================================== sampling and scoring
+def _autocast(model, dtype):
+    """Autocast to ``dtype`` on the model's device (None: a no-op): the matrix products run in
+    bf16 where the hardware computes it natively, the weights and the loss stay float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model_device(model).type, dtype=dtype)
+
+
 def sample_replies(model, tokenizer, prompts: Sequence[str], k: int, max_new_tokens: int = 16,
                    temperature: float = 1.0, seed: int = 0, batch_size: int = 32,
                    autocast_dtype=None) -> list[str]:
@@ -151,45 +160,55 @@ def sample_replies(model, tokenizer, prompts: Sequence[str], k: int, max_new_tok
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompts[{i}] is empty: give the policy something to reply to")
     repeated = [prompt for prompt in prompts for _ in range(k)]
-    device = model_device(model).type
-    autocast = (torch.autocast(device, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
-    with autocast:
+    with _autocast(model, autocast_dtype):
         return generate(model, tokenizer, repeated, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         do_sample=True, temperature=temperature, seed=seed, progress=False)
 
 
-def completion_batch(tokenizer, prompts: Sequence[str], replies: Sequence[str]) -> dict:
-    """A right-padded batch of prompt + reply + eos (:func:`p13n_utils.training.collate`), the
-    prompt masked from the labels. The reply is tokenized again from its text, as the scorers of
-    the series do; an empty reply keeps its eos token (the policy chose to stop)."""
+def completion_batch(tokenizer, prompts: Sequence[str], replies: Sequence[str], padding_side: str = "right") -> dict:
+    """A batch of prompt + reply + eos (:func:`p13n_utils.training.collate`, padded on
+    ``padding_side``), the prompt masked from the labels. The reply is tokenized again from its
+    text, as the scorers of the series do; an empty reply keeps its eos token (the policy chose to
+    stop). Left padding ends every reply at the last position, so :func:`token_logps` can keep the
+    logits of the last few positions only."""
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     reply_ids = tokenizer(list(replies), add_special_tokens=False)["input_ids"]
     examples = [{"input_ids": p + r + [tokenizer.eos_token_id], "labels": [IGNORE_INDEX] * len(p) + r + [tokenizer.eos_token_id]}
                 for p, r in zip(prompt_ids, reply_ids)]
-    return collate(examples, pad_id(tokenizer))
+    return collate(examples, pad_id(tokenizer), padding_side)
 
 
-def token_logps(model, batch: dict):
+def token_logps(model, batch: dict, keep: int | None = None):
     """Log-probability of each labelled token of ``batch`` under ``model``.
+
+    ``keep``: score only the last ``keep`` tokens of each row (a left-padded
+    :func:`completion_batch` whose replies are at most ``keep`` tokens): the vocabulary projection
+    then runs on those positions only. Default: every position.
 
     Returns
     -------
-    logps : tensor (n, T - 1)
+    logps : tensor (n, keep) (default (n, T - 1))
         ``log p(token_{t+1} | tokens_<=t)``; 0 where the label is ignored.
-    mask : tensor (n, T - 1)
+    mask : tensor, same shape
         1 where the token is a reply token.
     """
     batch = {key: value.to(model_device(model)) for key, value in batch.items()}
+    n = batch["input_ids"].shape[1] - 1 if keep is None else min(keep, batch["input_ids"].shape[1] - 1)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], use_cache=False).logits
-    labels = batch["labels"][:, 1:]
+                   position_ids=batch["position_ids"], use_cache=False, logits_to_keep=n + 1).logits
+    labels = batch["labels"][:, -n:]                   # the tokens the kept positions predict
     logps = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                              reduction="none")
     return logps, (labels != IGNORE_INDEX)
 
 
-def sequence_kl(model, tokenizer, prompts: Sequence[str], replies: Sequence[str], batch_size: int = 16) -> np.ndarray:
+def _reply_length(batch: dict) -> int:
+    """The longest reply of a batch, in labelled tokens."""
+    return int((batch["labels"] != IGNORE_INDEX).sum(dim=1).max())
+
+
+def sequence_kl(model, tokenizer, prompts: Sequence[str], replies: Sequence[str], batch_size: int = 16,
+                autocast_dtype=None) -> np.ndarray:
     """Summed log-ratio ``log pi(y|x) - log pi_ref(y|x)`` of each (prompt, reply) under the active
     adapter vs the model with adapters disabled. Averaged over replies sampled from the policy, it
     estimates KL(pi || pi_ref) in nats per reply."""
@@ -197,12 +216,14 @@ def sequence_kl(model, tokenizer, prompts: Sequence[str], replies: Sequence[str]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(model, autocast_dtype):
             for start in range(0, len(prompts), batch_size):
-                batch = completion_batch(tokenizer, prompts[start:start + batch_size], replies[start:start + batch_size])
-                logps, mask = token_logps(model, batch)
+                batch = completion_batch(tokenizer, prompts[start:start + batch_size],
+                                         replies[start:start + batch_size], padding_side="left")
+                keep = _reply_length(batch)
+                logps, mask = token_logps(model, batch, keep)
                 with model.disable_adapter():
-                    ref, _ = token_logps(model, batch)
+                    ref, _ = token_logps(model, batch, keep)
                 out.append(((logps - ref) * mask).sum(dim=1).double().cpu().numpy())
     finally:
         model.train(was_training)
@@ -233,7 +254,9 @@ def rl_step_loss(model, tokenizer, rows: pd.DataFrame, reward_fn: Callable, k: i
     n_tokens : int
     metrics : dict
         ``reward`` (mean of the samples), ``kl`` (mean per-token KL estimate), ``reply_tokens``,
-        ``sample_s`` / ``reward_s`` / ``loss_s`` (seconds of each part), and ``replies`` (the texts).
+        ``sample_s`` / ``reward_s`` / ``loss_s`` (seconds of each part; ``loss_s`` covers the reference
+        and policy passes, the backward pass comes after), ``replies`` (the texts) and ``rewards``
+        (n_prompts, k).
     """
     check_settings(k, kl_coef, advantage)
     t0 = time.perf_counter()
@@ -244,13 +267,16 @@ def rl_step_loss(model, tokenizer, rows: pd.DataFrame, reward_fn: Callable, k: i
     rewards = np.asarray(reward_fn(repeated, replies), dtype=np.float32)                      # 2. score
     t2 = time.perf_counter()
     advantages = group_advantages(rewards.reshape(len(rows), k), advantage)                   # 3. advantages
-    batch = completion_batch(tokenizer, repeated["prompt"].tolist(), replies)
-    with torch.no_grad(), model.disable_adapter():
-        ref_logps, mask = token_logps(model, batch)                                           # the reference
-    logps, _ = token_logps(model, batch)                                                      # the policy
+    batch = completion_batch(tokenizer, repeated["prompt"].tolist(), replies, padding_side="left")
+    keep = _reply_length(batch)                            # score the reply positions only
+    with _autocast(model, autocast_dtype):
+        with torch.no_grad(), model.disable_adapter():
+            ref_logps, mask = token_logps(model, batch, keep)                                 # the reference
+        logps, _ = token_logps(model, batch, keep)                                            # the policy
     loss, kl = policy_gradient_loss(logps, ref_logps, mask, advantages.to(logps.device), kl_coef)  # 4. loss
     metrics = {"reward": float(rewards.mean()), "kl": float(kl.mean()), "reply_tokens": float(mask.sum(1).float().mean()),
-               "sample_s": t1 - t0, "reward_s": t2 - t1, "loss_s": time.perf_counter() - t2, "replies": replies}
+               "sample_s": t1 - t0, "reward_s": t2 - t1, "loss_s": time.perf_counter() - t2, "replies": replies,
+               "rewards": rewards.reshape(len(rows), k)}
     return loss, int(batch["attention_mask"].sum()), metrics
 
 
@@ -283,14 +309,16 @@ def train_rl_lora(model, tokenizer, prompts: pd.DataFrame, reward_fn: Callable, 
     adapter_name, r, alpha, target_modules
         The new LoRA adapter.
     autocast_dtype : torch dtype, optional
-        Sample under autocast in this dtype (e.g. bf16 where native); the loss stays in the
-        model's dtype.
+        Run sampling and the forward passes under autocast in this dtype (e.g. bf16 where
+        :func:`p13n_utils.models.auto_dtype` says it is native); the LoRA weights, the optimizer
+        and the loss stay float32.
 
     Returns
     -------
     TrainResult
         ``model`` with the adapter active; ``losses``; ``metrics`` per step: ``reward``, ``kl``,
-        ``reply_tokens``, ``sample_s``, ``reward_s``, ``loss_s``; ``samples``: the replies of each step.
+        ``reply_tokens``, ``sample_s``, ``reward_s``, ``loss_s``; ``samples`` and ``rewards``: the replies
+        of each step and their rewards, (n_prompts, k) per step.
     """
     check_settings(k, kl_coef, advantage)
     missing = {"prompt"} - set(prompts.columns)
@@ -299,6 +327,7 @@ def train_rl_lora(model, tokenizer, prompts: pd.DataFrame, reward_fn: Callable, 
     prompts = prompts.reset_index(drop=True)
     model = add_lora(model, adapter_name, r, alpha, target_modules, seed=train.seed)
     samples: list[list[str]] = []
+    step_rewards: list[np.ndarray] = []
     steps = iter(range(train.steps))
 
     def step_loss(indices):
@@ -306,10 +335,98 @@ def train_rl_lora(model, tokenizer, prompts: pd.DataFrame, reward_fn: Callable, 
                                                advantage, max_new_tokens, temperature,
                                                seed=train.seed * 100_003 + next(steps), autocast_dtype=autocast_dtype)
         samples.append(metrics.pop("replies"))
+        step_rewards.append(metrics.pop("rewards"))
         return loss, n_tokens, metrics
 
     result = train_loop(model, adapter_params(model, adapter_name), step_loss, len(prompts), train,
                         desc=f"RL {adapter_name}")
     result.adapter_name = adapter_name
-    result.samples = samples
+    result.samples, result.rewards = samples, step_rewards
     return result
+
+
+# =========================================================================== reward models and evaluation
+def fit_reward_head(chosen_features, rejected_features, l2: float, mask=None, steps: int = 200,
+                    seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A Bradley–Terry reward head (:func:`p13n_utils.alignment.train_reward_model`) ready to score
+    new replies: returns ``features -> rewards``.
+
+    The features are scaled as :func:`p13n_utils.alignment.fit_reward_margins` scales them (each
+    divided by the std of the feature differences of *all* training pairs); the head is trained on
+    the pairs of ``mask`` (default all: e.g. one persona's pairs).
+    """
+    from .alignment import train_reward_model
+
+    chosen, rejected = np.asarray(chosen_features, dtype=np.float64), np.asarray(rejected_features, dtype=np.float64)
+    scale = (chosen - rejected).std(axis=0) + 1e-8
+    keep = np.ones(len(chosen), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    head = train_reward_model(chosen[keep] / scale, rejected[keep] / scale, l2=l2, steps=steps, seed=seed).model
+
+    def reward(features) -> np.ndarray:
+        with torch.no_grad():
+            return head(torch.as_tensor(np.asarray(features) / scale, dtype=torch.float32)).numpy().astype(float)
+    return reward
+
+
+def embedding_reward(head: Callable, embed: Callable, context_vectors=None, context: str = "partner",
+                     user_vectors=None) -> Callable:
+    """A ``reward_fn`` for :func:`train_rl_lora`: a reward head (:func:`fit_reward_head`) on the
+    :func:`p13n_utils.alignment.bt_features` of replies sampled now, the same features
+    :func:`p13n_utils.alignment.preference_features` gives the training pairs.
+
+    Parameters
+    ----------
+    head : callable
+        ``features -> rewards``.
+    embed : callable
+        ``texts -> (n, d)`` unit embeddings (the reward model's encoder, e.g. MiniLM).
+    context_vectors : mapping, optional
+        ``text -> embedding`` of the rows' ``context`` column (e.g. the partner's message):
+        adds the block ``context * reply``.
+    user_vectors : mapping, optional
+        ``user_id -> embedding`` (the user's profile): adds the block ``user * reply``.
+    """
+    from .alignment import bt_features
+
+    def reward(rows: pd.DataFrame, replies) -> np.ndarray:
+        conditions = []
+        if context_vectors is not None:
+            conditions.append(np.stack([context_vectors[key] for key in rows[context]]))
+        if user_vectors is not None:
+            conditions.append(np.stack([user_vectors[user] for user in rows["user_id"]]))
+        return head(bt_features(embed(list(replies)), conditions or None))
+    return reward
+
+
+def evaluate_policy(model, tokenizer, rows: pd.DataFrame, reward_fn: Callable, adapter_name: str | None,
+                    k: int = 4, max_new_tokens: int = 16, temperature: float = 1.0, seed: int = 0,
+                    autocast_dtype=None) -> pd.DataFrame:
+    """Sample ``k`` replies per held-out prompt from a policy and measure each: its reward and its
+    log-ratio to the reference (:func:`sequence_kl`; averaged, the KL in nats per reply).
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Held-out prompts (``prompt``, ``user_id`` and what ``reward_fn`` reads).
+    adapter_name : str or None
+        The policy's adapter; None: the reference (adapters disabled; its KL is 0).
+
+    Returns
+    -------
+    DataFrame
+        One row per sample: the columns of ``rows`` (repeated ``k`` times), ``reply, reward, kl``.
+    """
+    from .adapters import use_adapter
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1 sample per prompt, got {k}")
+    rows = rows.reset_index(drop=True)
+    with use_adapter(model, adapter_name):
+        replies = sample_replies(model, tokenizer, rows["prompt"].tolist(), k, max_new_tokens, temperature, seed,
+                                 autocast_dtype=autocast_dtype)
+        repeated = rows.loc[rows.index.repeat(k)].reset_index(drop=True)
+        kl = (sequence_kl(model, tokenizer, repeated["prompt"].tolist(), replies, autocast_dtype=autocast_dtype)
+              if adapter_name is not None
+              else np.zeros(len(replies)))
+    rewards = np.asarray(reward_fn(repeated, replies), dtype=float)
+    return repeated.assign(reply=replies, reward=rewards, kl=kl)

@@ -106,6 +106,19 @@ def test_policy_gradient_loss_equals_trl_grpo_trainer_on_the_same_batch(tmp_path
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
+def test_left_padded_reply_positions_give_the_same_logps(tiny_lm):
+    """The RL step scores a left-padded batch on the reply positions only: the same per-reply sums."""
+    model, tok = tiny_lm()
+    prompts = ["user : hi assistant :", "user : do you like tea ? assistant :"]
+    replies = ["yes i like tea .", "no"]
+    with torch.no_grad():
+        full, full_mask = rl.token_logps(model, rl.completion_batch(tok, prompts, replies))
+        left = rl.completion_batch(tok, prompts, replies, padding_side="left")
+        kept, kept_mask = rl.token_logps(model, left, keep=6)
+    assert kept.shape == (2, 6) and kept_mask.sum() == full_mask.sum() == 5 + 1 + 1 + 1
+    torch.testing.assert_close((kept * kept_mask).sum(1), (full * full_mask).sum(1), atol=1e-5, rtol=1e-5)
+
+
 def test_loss_is_zero_at_the_reference_with_zero_advantages():
     logps = torch.log(torch.tensor([[0.5, 0.25], [0.1, 1.0]]))
     loss, kl = rl.policy_gradient_loss(logps, logps, torch.ones(2, 2), torch.zeros(2), kl_coef=1.0)
@@ -148,3 +161,54 @@ def test_bad_input_raises_clear_errors(tiny_lm):
     with pytest.raises(ValueError, match="k must be an integer >= 2"):
         rl.group_advantages(np.ones((3, 1)))
     assert not adapters.is_peft(model)                         # nothing was added by the failed calls
+
+
+# --------------------------------------------------------------------------- reward heads and evaluation
+def test_fit_reward_head_scores_pairs_as_fit_reward_margins_does():
+    from p13n_utils import alignment
+
+    rng = np.random.default_rng(0)
+    rejected = rng.normal(size=(40, 6))
+    chosen = rejected + rng.normal(0.5, 1.0, size=(40, 6)) * np.array([3, 0, 0, 1, 0, 0])
+    head = rl.fit_reward_head(chosen, rejected, l2=1.0)
+    margins, _ = alignment.fit_reward_margins(chosen, rejected, chosen, rejected, l2=1.0)
+    np.testing.assert_allclose(head(chosen) - head(rejected), margins, rtol=1e-4, atol=1e-5)
+    assert (margins > 0).mean() > 0.7                          # it learned the direction
+    # a subset (one persona's pairs) keeps the scale of all pairs
+    half = np.arange(40) < 20
+    sub = rl.fit_reward_head(chosen, rejected, l2=1.0, mask=half)
+    sub_margins, _ = alignment.fit_reward_margins(chosen, rejected, chosen, rejected, l2=1.0,
+                                                  train_groups=np.where(half, 0, 1), eval_groups=np.zeros(40),
+                                                  min_pairs=1)
+    np.testing.assert_allclose(sub(chosen) - sub(rejected), sub_margins, rtol=1e-4, atol=1e-5)
+
+
+def test_embedding_reward_builds_the_features_of_the_training_pairs():
+    from p13n_utils import alignment
+
+    vectors = {"hi": np.array([1.0, 0.0]), "tea ?": np.array([0.0, 1.0]), "yes": np.array([0.6, 0.8])}
+    users = {7: np.array([0.5, 0.5])}
+    pairs = pd.DataFrame({"chosen": ["yes"], "rejected": ["hi"], "partner": ["tea ?"], "user_id": [7]})
+    expected, _ = alignment.preference_features(pairs, vectors, context="partner", user_vectors=users)
+    seen = []
+    reward = rl.embedding_reward(lambda f: seen.append(f) or f.sum(axis=1), lambda texts: np.stack([vectors[t] for t in texts]),
+                                 vectors, user_vectors=users)
+    out = reward(pairs[["partner", "user_id"]], ["yes"])
+    np.testing.assert_allclose(seen[0], expected)
+    assert out.shape == (1,)
+
+
+def test_evaluate_policy_reference_has_zero_kl_and_the_policy_moves(tiny_lm):
+    model, tok = tiny_lm()
+    rows = pd.DataFrame({"prompt": PROMPTS, "user_id": [1, 2]})
+    reward = lambda rows, replies: [r.split().count("tea") for r in replies]  # noqa: E731
+    log = rl.train_rl_lora(model, tok, rows, reward, TrainConfig(lr=5e-2, steps=3, batch_size=2), k=2, kl_coef=0.1,
+                           max_new_tokens=4, r=4, adapter_name="pol")
+    policy = log.model
+    ref = rl.evaluate_policy(policy, tok, rows, reward, None, k=3, max_new_tokens=4)
+    pol = rl.evaluate_policy(policy, tok, rows, reward, "pol", k=3, max_new_tokens=4)
+    assert len(ref) == len(pol) == 6 and list(pol["user_id"]) == [1, 1, 1, 2, 2, 2]
+    assert (ref["kl"] == 0).all() and pol["kl"].abs().sum() > 0
+    assert {"prompt", "reply", "reward", "kl"} <= set(pol.columns)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        rl.evaluate_policy(policy, tok, rows, reward, "pol", k=0)
