@@ -79,16 +79,16 @@ def group_advantages(rewards, advantage: str = "rloo") -> torch.Tensor:
     -------
     tensor (n_prompts * k,), float32, prompt-major (the order of :func:`sample_replies`).
     """
-    rewards = torch.as_tensor(np.asarray(rewards, dtype=np.float32))
+    rewards = torch.as_tensor(np.asarray(rewards, dtype=np.float64))      # float64 here, float32 out
     if rewards.ndim != 2:
         raise ValueError(f"rewards must be (n_prompts, k), got shape {tuple(rewards.shape)}")
     check_settings(rewards.shape[1], 0.0, advantage)
     k = rewards.shape[1]
     if advantage == "rloo":
         baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
-        return (rewards - baseline).reshape(-1)
+        return (rewards - baseline).reshape(-1).float()
     mean, std = rewards.mean(dim=1, keepdim=True), rewards.std(dim=1, keepdim=True)
-    return ((rewards - mean) / (std + GRPO_EPS)).reshape(-1)
+    return ((rewards - mean) / (std + GRPO_EPS)).reshape(-1).float()
 
 
 def per_token_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
