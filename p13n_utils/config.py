@@ -177,6 +177,13 @@ SIZES: dict[str, tuple[Any, Any, Any]] = {
     "p07.dpo_steps": (1, 12, 80),  # steps of the global and of the user-conditioned DPO adapter
     "p07.dpo_persona_steps": (1, 3, 20),  # steps of each persona's DPO adapter
     "p07.dpo_batch": (1, 4, 8),  # preference pairs per DPO step
+    "p07.rl_steps": (1, 5, 60),  # RL (policy-gradient) steps of the global and the user-conditioned policy
+    "p07.rl_persona_steps": (1, 2, 15),  # RL steps of each persona's policy
+    "p07.rl_hack_steps": (1, 5, 60),  # RL steps of the reward-hacking demonstration (KL coefficient 0)
+    "p07.rl_prompts": (2, 2, 8),  # training prompts per RL step
+    "p07.rl_k": (2, 4, 8),  # replies sampled per prompt (the group of RLOO / GRPO)
+    "p07.rl_new_tokens": (8, 16, 32),  # longest sampled reply (tokens)
+    "p07.rl_eval_samples": (1, 1, 4),  # replies sampled per held-out prompt (reward, KL)
     "p07.soup_temperatures": ((0.05,), (0.02, 0.05, 0.2), (0.01, 0.02, 0.05, 0.1, 0.2)),  # merge sweep
     # 08_recommendation
     "rec.n_items": (400, None, None),  # keep the N most-rated movies (None: the whole catalog)

@@ -93,6 +93,14 @@ _ENTRIES = [
            "the trained policy raised the chosen reply's log-probability more than the rejected one's, relative "
            "to the untrained reference model; 0.5 = no change from the reference (NOT chance-level "
            "preference), 1.0 = every pair moved the right way."),
+    Metric("rm_reward", "higher", "Reward-model score of a policy's replies: the mean, over replies sampled from "
+           "the policy for a user's held-out prompts, of the Bradley-Terry reward model the policy was trained "
+           "against (07's RL section); a logit scale with no fixed zero, so compare it with the untrained model's "
+           "replies under the same reward model (its _diff_vs_ row)."),
+    Metric("kl_ref", "lower", "KL divergence of a policy from its reference (the untrained model), in nats per "
+           "reply: the mean over replies sampled from the policy for a user's held-out prompts of "
+           "log pi(y|x) - log pi_ref(y|x) summed over the reply's tokens; 0 = the reference's own "
+           "distribution, larger = the policy has drifted further."),
     # ------------------------------------------------------------------ top-k recommendation (02, 03, 08)
     Metric("ndcg@k", "higher", "Normalised discounted cumulative gain of the top-k list against the user's held-out "
            "items (hits near the top count more); 1.0 = the held-out items ranked first, 0 = none in the top k."),

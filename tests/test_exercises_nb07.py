@@ -83,3 +83,18 @@ def test_check_4_the_soup_update_is_the_weighted_sum_of_the_updates(tiny_lm):
     assert nb07.check_4(None, layer, ["p0", "p1"], weights) is None
     with pytest.raises(ValueError, match="weights"):
         nb07.check_4(by_hand, layer, ["p0", "p1"], [1.0])
+
+
+def test_check_5_grpo_advantages_by_hand(capsys):
+    rewards = np.array([[0.5, -1.0, 2.0, 0.1], [3.0, 3.0, 1.0, 0.0]])
+    centred = rewards - rewards.mean(axis=1, keepdims=True)
+    right = centred / (rewards.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    assert nb07.check_5(right, rewards) is True
+    assert nb07.check_5(right.ravel().tolist(), rewards) is True           # flat, prompt-major
+    with pytest.raises(lesson.ExerciseFailed, match="SAMPLE standard deviation"):
+        nb07.check_5(centred / rewards.std(axis=1, keepdims=True), rewards)  # population std (ddof=0)
+    k = rewards.shape[1]
+    with pytest.raises(lesson.ExerciseFailed, match="RLOO"):
+        nb07.check_5(k / (k - 1) * centred, rewards)                          # RLOO's advantages instead
+    assert nb07.check_5(None, rewards) is None
+    assert "not attempted" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Checks of the exercises of notebook 07 (Bradley–Terry, DPO, length bias, Personalized Soups).
+"""Checks of the exercises of notebook 07 (Bradley–Terry, DPO, length bias, Personalized Soups, RL advantages).
 
 Each ``check_<n>(answer, ...)`` recomputes the reference from the arguments it is given
 (log-probability tensors, a frame of per-pair log-probabilities, a LoRA layer) and calls
@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import alignment, lesson
+from .. import alignment, lesson, rl
 from .nb06 import lora_layer, same_tensor
 
-__all__ = ["lora_layer", "shorter_reply_share", "normalised_pref_acc", "check_1", "check_2", "check_3", "check_4"]
+__all__ = ["lora_layer", "shorter_reply_share", "normalised_pref_acc", "check_1", "check_2", "check_3", "check_4",
+           "check_5"]
 
 
 def _columns(logps: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -97,3 +98,17 @@ def check_4(answer, layer, adapter_names: Sequence[str], weights: Sequence[float
                         "each adapter's update is layer.scaling[name] * layer.lora_B[name].weight @ "
                         "layer.lora_A[name].weight (out x in); the soup's is the weighted sum of those updates, "
                         "with the user's weights")
+
+
+def check_5(answer, rewards):
+    """Exercise 5: GRPO's advantages of one RL step, by hand, from the rewards of its samples
+    (``rewards``: (n_prompts, k), one row per prompt). The answer may be (n_prompts, k) or flat."""
+    ok = None
+    if answer is not None:
+        reference = rl.group_advantages(rewards, "grpo").numpy().astype(float)
+        answer = np.asarray(answer, dtype=float).reshape(-1)
+        ok = answer.shape == reference.shape and bool(np.allclose(answer, reference, rtol=1e-3, atol=1e-4))
+    return lesson.check("Exercise 5 (GRPO advantages)", ok,
+                        "within each prompt's row: subtract the row's mean reward, then divide by the row's "
+                        "SAMPLE standard deviation (ddof=1, as torch.std) plus 1e-4; RLOO instead subtracts the "
+                        "mean of the other k - 1 rewards and does not divide")
