@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import generation, personas, prompts, recsys, retrieval
+from . import coldstart, generation, personas, prompts, recsys, retrieval
 
 __all__ = [
     "InputError", "ROUND_TARGET_S", "MIN_STARS", "MAX_STARS", "MAX_FACT_CHARS", "MAX_FACTS", "MAX_MESSAGE_CHARS", "LEVELS",
@@ -175,33 +175,17 @@ def parse_message(message: str) -> str:
 # =========================================================================== ALS fold-in
 def fold_in_user(item_factors: np.ndarray, items: Sequence[int], regularization: float,
                  alpha: float) -> np.ndarray:
-    """A new user's ALS factors from the items they interacted with, the item factors fixed.
-
-    One exact user step of implicit-feedback ALS (Hu, Koren & Volinsky 2008), as ``implicit``
-    fits it on binarised interactions (confidence ``alpha`` on an observed item, 1 elsewhere;
-    preference 1 on observed items, 0 elsewhere)::
-
-        x_u = (YᵀY + λI + Σ_{i∈items} (alpha − 1) y_i y_iᵀ)⁻¹ Σ_{i∈items} alpha · y_i
-
-    Parameters
-    ----------
-    item_factors : ndarray (n_items, f), ``Y`` of a fitted model.
-    items : the item columns the user interacted with (duplicates count once).
-    regularization : λ of the fitted model.
-    alpha : confidence of an observed interaction in the fitted model.
+    """A new user's ALS factors from the items they interacted with, the item factors fixed:
+    :func:`p13n_utils.coldstart.als_fold_in` (one exact user step of implicit ALS), for a
+    learner who must have rated something (no items: ValueError instead of the zero vector).
 
     Returns
     -------
     ndarray (f,)
     """
-    Y = np.asarray(item_factors, dtype=np.float64)
-    items = np.unique(np.asarray(items, dtype=np.int64))
-    if items.size == 0:
+    if len(np.unique(np.asarray(items, dtype=np.int64))) == 0:
         raise ValueError("the user has no items: fold-in needs at least one interaction")
-    Yu = Y[items]
-    A = Y.T @ Y + regularization * np.eye(Y.shape[1]) + (alpha - 1.0) * Yu.T @ Yu
-    b = alpha * Yu.sum(axis=0)
-    return np.linalg.solve(A, b)
+    return coldstart.als_fold_in(item_factors, items, regularization, alpha)
 
 
 def fold_in_contributions(item_factors: np.ndarray, items: Sequence[int], targets: Sequence[int],
