@@ -82,7 +82,7 @@ def test_runner_executes_records_aggregates_and_refreshes(notebooks, tmp_path):
     assert "| mae | user | m | 0.5 | [0.4, 0.6] | 3 | toy-3u | 01_ok |" in markdown
     assert f"| mae | lower | {metric_registry.get('mae').description} |" in markdown  # the legend
     assert "| notebook | size | seconds | peak MB | device | LM dtype | CPU |" in markdown
-    assert (f"| 01_ok | default | {record['seconds']} | {record['peak_mb']} | {record['device']} "
+    assert (f"| 01_ok | default | {run._fmt(record['seconds'])} | {run._fmt(record['peak_mb'])} | {record['device']} "
             f"| {record['lm_dtype']} | {record['cpu']} |") in markdown
     # --inplace: outputs are in the source notebook, without papermill's injected cell
     nb = nbformat.read(notebooks / "01_ok.ipynb", as_version=4)

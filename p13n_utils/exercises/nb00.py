@@ -29,6 +29,8 @@ def _where(leaf: str) -> str:
     """The notebook (implemented or planned) of the taxonomy leaf called ``leaf``."""
     for entry in taxonomy.entries():
         if entry.name == leaf:
+            if not (entry.notebook or entry.planned):
+                raise KeyError(f"the taxonomy leaf {leaf!r} is not covered by the series; pick another leaf")
             return entry.notebook or entry.planned
     names = ", ".join(e.name for e in taxonomy.entries())
     raise KeyError(f"no taxonomy leaf called {leaf!r}; leaves: {names}")
