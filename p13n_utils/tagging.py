@@ -405,7 +405,9 @@ def lamp2_tagging(cfg, model=None, tokenizer=None, path: str | Path | None = Non
     try:
         frame = data.load_lamp(2, "dev", path=path)
     except (data.DataNotFoundError, OSError, ValueError) as err:
-        print(f"{LAMP_HOWTO}\n(reason: {err})")
+        from . import config  # the reason names where the file would go: relative, no machine paths
+
+        print(f"{LAMP_HOWTO}\n(reason: {str(err).replace(str(config.REPO_ROOT) + '/', '')})")
         return None
     n_questions = cfg.get("p09.lamp_questions") if n_questions is None else n_questions
     inst = parse_lamp2(frame.head(n_questions) if n_questions is not None else frame)
