@@ -17,7 +17,7 @@ run: $(STAMP)  ## execute the whole notebook series (default size), write figure
 test: $(STAMP)  ## every test: unit, real-model, each notebook once in the smoke size (+ its checks), solutions, Colab path
 	$(PY) -m pytest tests
 
-unit: $(STAMP)  ## the fast tests: no notebook, no real model (< 60 s)
+unit: $(STAMP)  ## the fast tests: no notebook, no real model (about a minute)
 	$(PY) -m pytest tests -m "$(UNIT)"
 
 venv: $(STAMP)
