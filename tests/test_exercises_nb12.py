@@ -19,13 +19,16 @@ def fold_in_by_hand(Y, items, reg, alpha):
     return np.linalg.solve(A, alpha * Yu.sum(axis=0))
 
 
-def test_check_1_fold_in(capsys):
-    assert nb12.check_1(fold_in_by_hand(Y, LIKED, REG, ALPHA), Y, LIKED, REG, ALPHA) is True
-    with pytest.raises(lesson.ExerciseFailed, match="np.linalg.solve"):
-        nb12.check_1(fold_in_by_hand(Y, LIKED, REG, 1.0), Y, LIKED, REG, ALPHA)  # confidence forgotten
-    with pytest.raises(lesson.ExerciseFailed, match="4 factors"):
-        nb12.check_1([1.0, 2.0], Y, LIKED, REG, ALPHA)
-    assert nb12.check_1(None, Y, LIKED, REG, ALPHA) is None
+def test_check_1_persona(capsys):
+    centroids = np.eye(4)[:3]  # three unit centroids along the first three axes
+    facts = np.array([[0.1, 0.9, 0.0, 0.2], [0.3, 0.8, 0.1, 0.0]])  # both lean towards axis 1
+    assert nb12.check_1(1, centroids, facts) is True
+    assert nb12.check_1(np.int64(1), centroids, facts) is True
+    with pytest.raises(lesson.ExerciseFailed, match="np.argmax"):
+        nb12.check_1(0, centroids, facts)
+    with pytest.raises(lesson.ExerciseFailed, match="3 personas"):
+        nb12.check_1([1, 1], centroids, facts)  # one index, not a list
+    assert nb12.check_1(None, centroids, facts) is None
     assert "not attempted" in capsys.readouterr().out
 
 

@@ -1,7 +1,7 @@
 """Checks of notebook 12's exercises (personalize for yourself).
 
-1. (warm-up) ALS fold-in by hand: solve the new user's normal equations with numpy; compared
-   with :func:`p13n_utils.own_user.fold_in_user`.
+1. (warm-up) your persona by hand: the PersonaChat persona whose centroid is nearest (cosine) to
+   the mean embedding of your facts; recomputed from the centroids and your fact vectors.
 2. (standard) how personal is each list: the number of titles each list shares with the
    popularity list; recomputed from the round's lists.
 3. (challenge) leave one rating out: fold the learner in again without the title that drove the
@@ -21,19 +21,19 @@ __all__ = ["check_1", "check_2", "check_3", "shared_with_popularity", "leave_top
 
 
 # --------------------------------------------------------------------------- exercise 1
-def check_1(x, item_factors: np.ndarray, items: Sequence[int], regularization: float, alpha: float):
-    """The learner's fold-in vector equals :func:`own_user.fold_in_user`'s."""
-    name = "Exercise 1 (ALS fold-in by hand)"
-    if x is None:
+def check_1(persona, centroids: np.ndarray, fact_vectors: np.ndarray):
+    """The learner's persona index equals the nearest centroid to their facts' mean direction."""
+    name = "Exercise 1 (your persona by hand)"
+    if persona is None:
         return lesson.check(name, None, "")
-    expected = own_user.fold_in_user(item_factors, items, regularization, alpha)
-    x = np.asarray(x, dtype=float).ravel()
-    ok = x.shape == expected.shape and np.allclose(x, expected, rtol=1e-4, atol=1e-6)
+    mean = np.asarray(fact_vectors, dtype=np.float64).mean(axis=0)
+    expected = int(np.argmax(np.asarray(centroids, dtype=np.float64) @ (mean / np.linalg.norm(mean))))
+    ok = np.ndim(persona) == 0 and int(persona) == expected
     return lesson.check(
         name, ok,
-        f"return a vector of {expected.size} factors. A = YᵀY + λI + (α − 1) Σ y_i y_iᵀ over your items, "
-        "b = α Σ y_i; then x = np.linalg.solve(A, b). Use each item once.",
-        success="your factors match the package's fold-in")
+        "average your facts' vectors, scale the mean to unit length, take its dot product with every "
+        f"row of the centroids ({len(centroids)} personas) and return the index of the largest (np.argmax).",
+        success=f"persona {expected} is the nearest to your facts")
 
 
 # --------------------------------------------------------------------------- exercise 2
